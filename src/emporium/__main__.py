@@ -1,0 +1,3 @@
+from emporium.cli import app
+
+app(prog_name="emporium")

@@ -1,0 +1,300 @@
+"""The ``emporium`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from emporium.config import Settings, get_settings
+
+app = typer.Typer(help="Emporium: an open-source e-commerce platform.", no_args_is_help=True)
+console = Console()
+T = TypeVar("T")
+
+
+class SortChoice(StrEnum):
+    relevance = "relevance"
+    price_asc = "price_asc"
+    price_desc = "price_desc"
+    rating = "rating"
+    newest = "newest"
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _run(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+    from emporium.kit.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging("WARNING", json=False)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(fn(settings))
+
+
+def _migrate(settings: Settings) -> None:
+    from emporium.kit.db import ensure_database, resolve_database_url
+    from emporium.kit.migrate import upgrade
+
+    url = resolve_database_url(settings)
+    asyncio.run(ensure_database(settings))
+    upgrade(url)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations."""
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _migrate(settings)
+    console.print("[green]Database is up to date.")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+) -> None:
+    """Serve the API (and storefront) with uvicorn."""
+    import uvicorn
+
+    from emporium.main import create_app
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _migrate(settings)
+    console.print(f"Emporium on [bold]http://{host}:{port}[/bold]  (API docs: /docs)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+
+
+async def _reindex(settings: Settings, maker: Any) -> tuple[str, int]:
+    from emporium.search.engine import SearchIndex
+    from emporium.search.indexer import rebuild
+
+    index = SearchIndex(settings.index_dir)
+    try:
+        with _progress() as progress:
+            task = progress.add_task("Indexing products", total=None)
+            return await rebuild(
+                maker,
+                index,
+                on_total=lambda n: progress.update(task, total=n),
+                on_progress=lambda n: progress.update(task, completed=n),
+            )
+    finally:
+        index.close()
+
+
+@app.command()
+def reindex() -> None:
+    """Rebuild the search index into a new generation and switch to it atomically."""
+
+    async def go(settings: Settings) -> tuple[str, int]:
+        from emporium.kit.db import open_database
+
+        engine, maker = await open_database(settings)
+        try:
+            return await _reindex(settings, maker)
+        finally:
+            await engine.dispose()
+
+    generation, count = _run(go)
+    console.print(f"[green]Index {generation} is live with {count} products.")
+
+
+@app.command()
+def seed(
+    products: Annotated[int, typer.Option(help="How many demo products")] = 5000,
+    if_empty: Annotated[bool, typer.Option(help="Only seed when there are no products")] = False,
+    random_seed: Annotated[int, typer.Option(help="Seed for the generator")] = 42,
+) -> None:
+    """Load a generated demo catalog (warehouses, sellers, products, stock, demo users)."""
+
+    async def go(settings: Settings) -> bool:
+        from emporium.catalog.loader import (
+            catalog_is_empty,
+            ensure_user,
+            ensure_warehouses,
+            load_records,
+        )
+        from emporium.catalog.sources import DEMO_WAREHOUSES, generate_demo
+        from emporium.kit.db import open_database
+        from emporium.models import Role, Seller
+
+        engine, maker = await open_database(settings)
+        try:
+            async with maker() as session:
+                if if_empty and not await catalog_is_empty(session):
+                    return False
+            async with maker() as session, session.begin():
+                await ensure_warehouses(session, DEMO_WAREHOUSES)
+            with _progress() as progress:
+                task = progress.add_task("Seeding demo catalog", total=products)
+                stats = await load_records(
+                    maker,
+                    generate_demo(products, seed=random_seed),
+                    on_progress=lambda n: progress.advance(task, n),
+                )
+            async with maker() as session, session.begin():
+                from sqlalchemy import select
+
+                first_seller = await session.scalar(select(Seller.id).order_by(Seller.id).limit(1))
+                await ensure_user(
+                    session,
+                    email="admin@emporium.local",
+                    name="Admin",
+                    role=Role.admin,
+                    token=settings.admin_token,
+                    seller_id=None,
+                )
+                if first_seller is not None:
+                    await ensure_user(
+                        session,
+                        email="seller@emporium.local",
+                        name="Demo seller",
+                        role=Role.seller,
+                        token=settings.seller_token,
+                        seller_id=first_seller,
+                    )
+            console.print(
+                f"Seeded {stats.products} products in {stats.categories} categories "
+                f"from {stats.sellers} sellers ({stats.stock_rows} stock rows)."
+            )
+            await _reindex(settings, maker)
+            return True
+        finally:
+            await engine.dispose()
+
+    if _run(go):
+        s = get_settings()
+        console.print(
+            f"Admin token: [bold]{s.admin_token}[/]  Seller token: [bold]{s.seller_token}[/]"
+        )
+    else:
+        console.print("Catalog already has products; nothing seeded.")
+
+
+@app.command("import-catalog")
+def import_catalog(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    format: Annotated[Literal["bestbuy", "bigbasket"], typer.Option("--format", "-f")],
+    reindex_after: Annotated[bool, typer.Option("--reindex/--no-reindex")] = True,
+) -> None:
+    """Import a real product catalog file (Best Buy JSON or BigBasket CSV, optionally .gz)."""
+
+    async def go(settings: Settings) -> None:
+        from emporium.catalog.loader import load_records
+        from emporium.catalog.sources import count_records, read_catalog
+        from emporium.kit.db import open_database
+
+        engine, maker = await open_database(settings)
+        try:
+            total = count_records(path, format)
+
+            def records() -> Iterator[Any]:
+                for rec in read_catalog(path, format):
+                    yield rec, ()
+
+            with _progress() as progress:
+                task = progress.add_task(f"Importing {path.name}", total=total)
+                stats = await load_records(
+                    maker, records(), on_progress=lambda n: progress.advance(task, n)
+                )
+            console.print(
+                f"Imported {stats.products} products, {stats.categories} new categories, "
+                f"{stats.sellers} new sellers."
+            )
+            if reindex_after:
+                await _reindex(settings, maker)
+        finally:
+            await engine.dispose()
+
+    try:
+        _run(go)
+    except ValueError as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Search text")] = "",
+    category: Annotated[str | None, typer.Option(help="Category id or slug")] = None,
+    brand: Annotated[list[str] | None, typer.Option(help="Brand filter (repeatable)")] = None,
+    sort: Annotated[SortChoice, typer.Option(help="Result order")] = SortChoice.relevance,
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 10,
+) -> None:
+    """Search the catalog and print results and facets (for checking relevance)."""
+
+    async def go(settings: Settings) -> Any:
+        from emporium.catalog.service import catalog
+        from emporium.kit.db import open_database
+        from emporium.search.engine import SearchIndex, SearchParams
+        from emporium.search.service import SearchService
+
+        engine, maker = await open_database(settings)
+        try:
+            async with maker() as session:
+                cat_id = (
+                    (await catalog.resolve_category(session, category)).id if category else None
+                )
+                params = SearchParams(
+                    q=query,
+                    category_id=cat_id,
+                    brands=tuple(brand or ()),
+                    sort=sort.value,
+                    limit=limit,
+                )
+                return await SearchService(SearchIndex(settings.index_dir)).search(
+                    session, params, 1
+                )
+        finally:
+            await engine.dispose()
+
+    result = _run(go)
+    table = Table(
+        title=f"{result.total} results for {query!r}"
+        + (" (corrected)" if result.corrected else "")
+        + f" — {result.backend}, {result.took_ms} ms"
+    )
+    for col in ("id", "title", "brand", "category", "price", "rating", "stock"):
+        table.add_column(col)
+    for item in result.items:
+        table.add_row(
+            str(item.id),
+            item.title[:70],
+            item.brand,
+            item.category.name if item.category else "",
+            str(item.price),
+            f"{item.rating or ''}",
+            "yes" if item.in_stock else "no",
+        )
+    console.print(table)
+    f = result.facets
+    console.print(
+        "[bold]Categories:[/] " + ", ".join(f"{c.name} ({c.count})" for c in f.category[:10])
+    )
+    console.print("[bold]Brands:[/] " + ", ".join(f"{b.value} ({b.count})" for b in f.brand[:10]))
+    console.print("[bold]Price:[/] " + ", ".join(f"{p.key} ({p.count})" for p in f.price_range))
+    console.print("[bold]Rating:[/] " + ", ".join(f"{r.key} ({r.count})" for r in f.rating))
+    console.print("[bold]In stock:[/] " + ", ".join(f"{s.value} ({s.count})" for s in f.in_stock))
+
+
+def main() -> None:  # pragma: no cover
+    app(sys.argv[1:])

@@ -1,0 +1,72 @@
+"""One settings class for the whole application (environment prefix ``EMPORIUM_``)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "testing", "production"]
+
+DEV_ADMIN_TOKEN = "dev-admin-token"
+DEV_SELLER_TOKEN = "dev-seller-token"
+
+
+def _env_file() -> str:
+    return ".env.testing" if os.environ.get("EMPORIUM_ENV") == "testing" else ".env"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="EMPORIUM_", env_file=_env_file(), env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Environment = "development"
+    data_dir: Path = Path("./var")
+    # Unset means: start (or join) an embedded server under data_dir.
+    database_url: str | None = None
+    valkey_url: str | None = None
+    db_pool_size: int = Field(default=10, ge=1)
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    admin_token: str = DEV_ADMIN_TOKEN
+    seller_token: str = DEV_SELLER_TOKEN
+    demo_products: int = Field(default=5000, ge=0)
+
+    product_cache_ttl_seconds: int = Field(default=60, ge=0)
+    outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    search_breaker_fail_max: int = Field(default=3, ge=1)
+    search_breaker_reset_seconds: float = Field(default=30.0, gt=0)
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @model_validator(mode="after")
+    def _enforce_non_default_secrets(self) -> Settings:
+        if self.env == "production":
+            for name in ("admin_token", "seller_token"):
+                if getattr(self, name) in (DEV_ADMIN_TOKEN, DEV_SELLER_TOKEN):
+                    raise ValueError(f"EMPORIUM_{name.upper()} must be changed in production")
+        return self
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir.resolve() / "index"
+
+    @property
+    def pg_dir(self) -> Path:
+        return self.data_dir.resolve() / "pg"
+
+    @property
+    def valkey_dir(self) -> Path:
+        return self.data_dir.resolve() / "valkey"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,151 @@
+"""Engine, sessions and the request-scoped unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from typing import Annotated, NewType
+
+import asyncpg
+from fastapi import Depends, Request
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from emporium.config import Settings
+from emporium.kit.embedded import (
+    DEFAULT_DB_NAME,
+    embedded_postgres_url,
+    start_embedded_postgres,
+    to_asyncpg_url,
+)
+
+# Reads take the read type so they can later be routed to a replica.
+AsyncReadSession = NewType("AsyncReadSession", AsyncSession)
+
+AfterCommit = Callable[[], Awaitable[None]]
+_after_commit: ContextVar[list[AfterCommit] | None] = ContextVar("after_commit", default=None)
+
+
+def resolve_database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return to_asyncpg_url(settings.database_url)
+    return to_asyncpg_url(embedded_postgres_url(settings.pg_dir, DEFAULT_DB_NAME))
+
+
+async def ensure_database(settings: Settings) -> None:
+    """Create the embedded server's application database on first use."""
+    if settings.database_url:
+        return
+    server = start_embedded_postgres(settings.pg_dir)
+    conn = await asyncpg.connect(server.get_uri("postgres"))
+    try:
+        exists = await conn.fetchval(
+            "SELECT 1 FROM pg_database WHERE datname = $1", DEFAULT_DB_NAME
+        )
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{DEFAULT_DB_NAME}"')
+    finally:
+        await conn.close()
+
+
+async def open_database(settings: Settings) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
+    """Engine and sessions for CLI commands and workers (starting embedded PostgreSQL if needed)."""
+    import asyncio
+
+    url = await asyncio.to_thread(resolve_database_url, settings)
+    await ensure_database(settings)
+    engine = create_engine(url, settings.db_pool_size)
+    return engine, create_sessionmaker(engine)
+
+
+def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def after_commit(callback: AfterCommit) -> None:
+    """Run ``callback`` once the current unit of work has committed; dropped on rollback."""
+    pending = _after_commit.get()
+    if pending is None:
+        raise RuntimeError("after_commit() called outside a unit of work")
+    pending.append(callback)
+
+
+async def _run_after_commit(callbacks: list[AfterCommit]) -> None:
+    import structlog
+
+    for callback in callbacks:
+        try:
+            await callback()
+        except Exception:  # a failed side effect must not turn a committed write into an error
+            structlog.get_logger(__name__).exception("after_commit.failed")
+
+
+async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request owns the transaction: commit on success, roll back on error."""
+    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    token = _after_commit.set([])
+    try:
+        async with maker() as session:
+            try:
+                yield session
+            except BaseException:
+                await session.rollback()
+                raise
+            else:
+                await session.commit()
+        callbacks = _after_commit.get() or []
+    finally:
+        _after_commit.reset(token)
+    await _run_after_commit(callbacks)
+
+
+async def get_read_session(
+    session: Annotated[AsyncSession, Depends(get_db_session, scope="function")],
+) -> AsyncReadSession:
+    # One connection per request; the read type marks code that could move to a replica.
+    return AsyncReadSession(session)
+
+
+class UnitOfWork:
+    """A worker-side unit of work with the same commit/after-commit rules as a request."""
+
+    def __init__(self, maker: async_sessionmaker[AsyncSession]) -> None:
+        self._maker = maker
+
+    async def __aenter__(self) -> AsyncSession:
+        self._token = _after_commit.set([])
+        self._session = self._maker()
+        return self._session
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None:
+                await self._session.commit()
+            else:
+                await self._session.rollback()
+            callbacks = _after_commit.get() or []
+        finally:
+            await self._session.close()
+            _after_commit.reset(self._token)
+        if exc_type is None:
+            await _run_after_commit(callbacks)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+# scope="function": commit before the response is sent, so a client that got a 2xx
+# can read its own write.
+SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
+ReadSessionDep = Annotated[AsyncReadSession, Depends(get_read_session)]

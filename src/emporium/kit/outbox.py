@@ -1,0 +1,158 @@
+"""Transactional outbox: events are rows written with the change, delivered after commit.
+
+Delivery is at least once: a batch is locked with ``FOR UPDATE SKIP LOCKED``, handed to
+the handlers and marked processed in the same transaction, so a crash redelivers it.
+Handlers must therefore be idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import asyncpg
+import structlog
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from emporium.kit.metrics import OUTBOX_DISPATCHED, OUTBOX_LAG
+from emporium.models import OutboxEvent
+
+log = structlog.get_logger(__name__)
+
+NOTIFY_CHANNEL = "emporium_outbox"
+Handler = Callable[[Sequence[OutboxEvent]], Awaitable[None]]
+
+
+def record_event(
+    session: AsyncSession,
+    topic: str,
+    aggregate_type: str,
+    aggregate_id: int | str,
+    payload: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        OutboxEvent(
+            topic=topic,
+            aggregate_type=aggregate_type,
+            aggregate_id=str(aggregate_id),
+            payload=payload or {},
+        )
+    )
+
+
+class OutboxDispatcher:
+    def __init__(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        handlers: Sequence[Handler],
+        *,
+        listen_dsn: str | None = None,
+        poll_seconds: float = 1.0,
+        batch_size: int = 500,
+    ) -> None:
+        self._maker = maker
+        self._handlers = list(handlers)
+        self._listen_dsn = listen_dsn
+        self._poll_seconds = poll_seconds
+        self._batch_size = batch_size
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._conn: asyncpg.Connection | None = None
+        self.last_error: str | None = None
+
+    async def dispatch_once(self) -> int:
+        """Deliver one batch; returns how many events it delivered."""
+        async with self._maker() as session, session.begin():
+            events = list(
+                (
+                    await session.execute(
+                        select(OutboxEvent)
+                        .where(OutboxEvent.processed_at.is_(None))
+                        .order_by(OutboxEvent.id)
+                        .limit(self._batch_size)
+                        .with_for_update(skip_locked=True)
+                    )
+                ).scalars()
+            )
+            if not events:
+                return 0
+            for handler in self._handlers:
+                await handler(events)
+            await session.execute(
+                update(OutboxEvent)
+                .where(OutboxEvent.id.in_([e.id for e in events]))
+                .values(processed_at=func.now())
+            )
+        for event in events:
+            OUTBOX_DISPATCHED.labels(event.topic).inc()
+        return len(events)
+
+    async def drain(self) -> int:
+        total = 0
+        while n := await self.dispatch_once():
+            total += n
+        return total
+
+    async def pending(self) -> int:
+        async with self._maker() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(OutboxEvent)
+                .where(OutboxEvent.processed_at.is_(None))
+            )
+        return int(count or 0)
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _listen(self) -> None:
+        if self._listen_dsn is None:
+            return
+        try:
+            self._conn = await asyncpg.connect(self._listen_dsn)
+            await self._conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("outbox.listen_failed", error=str(exc))  # polling still delivers
+
+    async def _run(self) -> None:
+        await self._listen()
+        backoff = self._poll_seconds
+        while True:
+            try:
+                delivered = await self.drain()
+                self.last_error = None
+                backoff = self._poll_seconds
+                if delivered:
+                    log.debug("outbox.delivered", count=delivered)
+                OUTBOX_LAG.set(0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = repr(exc)
+                log.exception("outbox.dispatch_failed")
+                backoff = min(backoff * 2, 30.0)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="outbox-dispatcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()

@@ -1,0 +1,140 @@
+"""The FastAPI application and its lifespan (database, cache, search index, outbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import structlog
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
+from starlette.routing import Route
+
+from emporium import __version__
+from emporium.catalog.endpoints import router as catalog_router
+from emporium.config import Settings, get_settings
+from emporium.health.endpoints import router as health_router
+from emporium.inventory.endpoints import router as inventory_router
+from emporium.kit.cache import Cache
+from emporium.kit.db import (
+    create_engine,
+    create_sessionmaker,
+    ensure_database,
+    resolve_database_url,
+)
+from emporium.kit.embedded import EmbeddedValkey, start_embedded_valkey
+from emporium.kit.errors import install_error_handlers
+from emporium.kit.logging import CorrelationIdMiddleware, configure_logging
+from emporium.kit.metrics import PrometheusMiddleware, metrics_endpoint
+from emporium.kit.outbox import OutboxDispatcher
+from emporium.search.endpoints import router as search_router
+from emporium.search.engine import SearchIndex
+from emporium.search.indexer import SearchIndexer, rebuild
+from emporium.search.service import SearchService
+
+log = structlog.get_logger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def _operation_id(route: APIRoute) -> str:
+    tag = route.tags[0] if route.tags else "default"
+    return f"{tag}-{route.name}"
+
+
+def create_app(settings: Settings | None = None, *, background: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await startup(app, settings, background=background)
+        try:
+            yield
+        finally:
+            await shutdown(app)
+
+    app = FastAPI(
+        title="Emporium",
+        version=__version__,
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.settings = settings
+    app.state.background = background
+    install_error_handlers(app)
+    app.add_middleware(PrometheusMiddleware)
+    app.add_middleware(CorrelationIdMiddleware)
+    app.include_router(catalog_router, prefix="/api/v1")
+    app.include_router(inventory_router, prefix="/api/v1")
+    app.include_router(search_router, prefix="/api/v1")
+    app.include_router(health_router)
+    app.router.routes.append(Route("/metrics", metrics_endpoint, include_in_schema=False))
+
+    @app.get("/", include_in_schema=False, response_class=HTMLResponse)
+    async def root() -> HTMLResponse:
+        return HTMLResponse((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
+
+    @app.get("/api", include_in_schema=False)
+    async def api_root() -> JSONResponse:
+        return JSONResponse({"name": "Emporium", "version": __version__, "docs": "/docs"})
+
+    return app
+
+
+async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None:
+    configure_logging(settings.log_level, settings.log_json)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = await asyncio.to_thread(resolve_database_url, settings)
+    await ensure_database(settings)
+    engine = create_engine(url, settings.db_pool_size)
+    maker = create_sessionmaker(engine)
+
+    embedded_valkey: EmbeddedValkey | None = None
+    valkey_url = settings.valkey_url
+    if not valkey_url:
+        embedded_valkey = await asyncio.to_thread(start_embedded_valkey, settings.valkey_dir)
+        valkey_url = embedded_valkey.url
+    cache = Cache(valkey_url)
+
+    index = SearchIndex(settings.index_dir)
+    search = SearchService(
+        index,
+        fail_max=settings.search_breaker_fail_max,
+        reset_seconds=settings.search_breaker_reset_seconds,
+    )
+    indexer = SearchIndexer(index, maker, cache)
+    listen_dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    dispatcher = OutboxDispatcher(
+        maker, [indexer.handle], listen_dsn=listen_dsn, poll_seconds=settings.outbox_poll_seconds
+    )
+    app.state.engine = engine
+    app.state.sessionmaker = maker
+    app.state.cache = cache
+    app.state.embedded_valkey = embedded_valkey
+    app.state.search = search
+    app.state.indexer = indexer
+    app.state.dispatcher = dispatcher
+    app.state.rebuild_task = None
+    if background:
+        if not await asyncio.to_thread(index.exists):
+            # Searches fall back to PostgreSQL until the first build is done.
+            app.state.rebuild_task = asyncio.create_task(rebuild(maker, index))
+        dispatcher.start()
+    log.info("emporium.started", version=__version__, embedded_db=settings.database_url is None)
+
+
+async def shutdown(app: FastAPI) -> None:
+    state = app.state
+    await state.dispatcher.stop()
+    if state.rebuild_task is not None:
+        state.rebuild_task.cancel()
+        with contextlib.suppress(BaseException):
+            await state.rebuild_task
+    await asyncio.to_thread(state.search.index.close)
+    await state.cache.close()
+    if state.embedded_valkey is not None:
+        await asyncio.to_thread(state.embedded_valkey.stop)
+    await state.engine.dispose()

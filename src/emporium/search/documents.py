@@ -1,0 +1,95 @@
+"""Turning catalog rows into search documents."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from emporium.models import Category, Product, Stock
+from emporium.search.engine import SearchDoc
+
+
+def ancestors(path: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in path.strip("/").split("/") if p)
+
+
+def price_to_cents(price: Decimal) -> int:
+    return int((price * 100).to_integral_value())
+
+
+async def _available(session: AsyncSession, ids: Sequence[int]) -> dict[int, int]:
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(Stock.product_id, func.sum(Stock.quantity - Stock.reserved))
+        .where(Stock.product_id.in_(ids))
+        .group_by(Stock.product_id)
+    )
+    return {pid: int(n or 0) for pid, n in rows.all()}
+
+
+def _doc(p: Product, path: str, available: int) -> SearchDoc:
+    return SearchDoc(
+        id=p.id,
+        title=p.title,
+        description=p.description,
+        brand=p.brand,
+        category_id=p.category_id,
+        category_ancestors=ancestors(path),
+        price_cents=price_to_cents(p.price),
+        rating=float(p.rating) if p.rating is not None else 0.0,
+        review_count=p.review_count,
+        in_stock=available > 0,
+        created_ts=int(p.created_at.timestamp()),
+    )
+
+
+async def load_docs(session: AsyncSession, ids: Iterable[int]) -> dict[int, SearchDoc]:
+    """Documents for the active products among ``ids``; missing ids are absent."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    rows = (
+        await session.execute(
+            select(Product, Category.path)
+            .join(Category, Category.id == Product.category_id)
+            .where(Product.id.in_(wanted), Product.is_active)
+        )
+    ).all()
+    products = list(rows)
+    available = await _available(session, [p.id for p, _ in products])
+    return {p.id: _doc(p, path, available.get(p.id, 0)) for p, path in products}
+
+
+async def iter_all_docs(
+    session: AsyncSession, batch_size: int = 2000
+) -> AsyncIterator[list[SearchDoc]]:
+    last_id = 0
+    while True:
+        rows = list(
+            (
+                await session.execute(
+                    select(Product, Category.path)
+                    .join(Category, Category.id == Product.category_id)
+                    .where(Product.is_active, Product.id > last_id)
+                    .order_by(Product.id)
+                    .limit(batch_size)
+                )
+            ).all()
+        )
+        if not rows:
+            return
+        available = await _available(session, [p.id for p, _ in rows])
+        yield [_doc(p, path, available.get(p.id, 0)) for p, path in rows]
+        last_id = rows[-1][0].id
+        session.expunge_all()
+
+
+async def count_active(session: AsyncSession) -> int:
+    return int(
+        await session.scalar(select(func.count()).select_from(Product).where(Product.is_active))
+        or 0
+    )

@@ -1,0 +1,145 @@
+"""Keeping the search index in step with the catalog.
+
+The outbox dispatcher hands product and stock events to ``SearchIndexer``; it reloads
+the affected products and upserts or deletes their documents (idempotent, so redelivery
+is harmless). ``rebuild`` makes a new index generation from a consistent snapshot and
+switches to it atomically; events newer than the snapshot are replayed afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from emporium.kit.cache import Cache
+from emporium.models import OutboxEvent
+from emporium.search.documents import count_active, iter_all_docs, load_docs
+from emporium.search.engine import SearchDoc, SearchIndex
+
+log = structlog.get_logger(__name__)
+
+PRODUCT_TOPICS = ("product.created", "product.updated", "product.deleted", "stock.changed")
+# Transactions that were still open when a rebuild took its snapshot commit later with
+# lower event ids; replaying a recent window as well catches them.
+REPLAY_WINDOW = timedelta(minutes=1)
+
+
+def product_ids(events: Sequence[OutboxEvent]) -> set[int]:
+    return {
+        int(e.aggregate_id)
+        for e in events
+        if e.aggregate_type == "product" and e.topic in PRODUCT_TOPICS and e.aggregate_id.isdigit()
+    }
+
+
+class SearchIndexer:
+    def __init__(
+        self,
+        index: SearchIndex,
+        maker: async_sessionmaker[AsyncSession],
+        cache: Cache | None = None,
+    ) -> None:
+        self.index = index
+        self.maker = maker
+        self.cache = cache
+        self._generation: str | None = None
+
+    async def apply(self, ids: set[int]) -> None:
+        if not ids:
+            return
+        async with self.maker() as session:
+            docs = await load_docs(session, ids)
+        gone = sorted(ids - docs.keys())
+        if docs:
+            await asyncio.to_thread(self.index.upsert, list(docs.values()))
+        if gone:
+            await asyncio.to_thread(self.index.delete, gone)
+        if self.cache is not None:
+            await self.cache.delete(*(f"product:{i}" for i in ids))
+
+    async def handle(self, events: Sequence[OutboxEvent]) -> None:
+        if not await asyncio.to_thread(self.index.exists):
+            # A first build is pending; its snapshot plus the replay on first sight of the
+            # new generation cover these events.
+            return
+        await self.check_generation()
+        await self.apply(product_ids(events))
+        top = max(e.id for e in events)
+        if top > self.index.watermark():
+            await asyncio.to_thread(self.index.set_watermark, top)
+
+    async def check_generation(self) -> None:
+        """After a rebuild elsewhere, replay what happened since its snapshot."""
+        generation = await asyncio.to_thread(self.index.generation)
+        if generation == self._generation:
+            return
+        first = self._generation is None
+        self._generation = generation
+        watermark = self.index.watermark()
+        since = datetime.now(UTC) - REPLAY_WINDOW
+        async with self.maker() as session:
+            stmt = select(OutboxEvent).where(OutboxEvent.topic.in_(PRODUCT_TOPICS))
+            stmt = stmt.where(
+                OutboxEvent.id > watermark
+                if first
+                else or_(OutboxEvent.id > watermark, OutboxEvent.created_at > since)
+            )
+            events = list((await session.execute(stmt.order_by(OutboxEvent.id))).scalars())
+        if events:
+            log.info("search.replay", generation=generation, events=len(events))
+            await self.apply(product_ids(events))
+            await asyncio.to_thread(self.index.set_watermark, max(e.id for e in events))
+
+
+async def _put(
+    q: queue.Queue[list[SearchDoc] | None], item: list[SearchDoc] | None, build: asyncio.Task[str]
+) -> None:
+    # A failed build stops consuming; never block forever on a full queue.
+    while not build.done():
+        try:
+            q.put_nowait(item)
+            return
+        except queue.Full:
+            await asyncio.sleep(0.01)
+
+
+def _drain(q: queue.Queue[list[SearchDoc] | None]) -> Iterator[SearchDoc]:
+    while (batch := q.get()) is not None:
+        yield from batch
+
+
+async def rebuild(
+    maker: async_sessionmaker[AsyncSession],
+    index: SearchIndex,
+    on_total: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> tuple[str, int]:
+    """Build a new generation from a REPEATABLE READ snapshot and switch to it."""
+    q: queue.Queue[list[SearchDoc] | None] = queue.Queue(maxsize=4)
+    async with maker() as session:
+        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        watermark = int(
+            await session.scalar(select(func.coalesce(func.max(OutboxEvent.id), 0))) or 0
+        )
+        total = await count_active(session)
+        if on_total:
+            on_total(total)
+        build = asyncio.create_task(
+            asyncio.to_thread(index.build_generation, _drain(q), watermark, on_progress)
+        )
+        try:
+            async for batch in iter_all_docs(session):
+                await _put(q, batch, build)
+                if build.done():
+                    break
+        finally:
+            await _put(q, None, build)
+        generation = await build
+    log.info("search.rebuilt", generation=generation, documents=total, watermark=watermark)
+    return generation, total
