@@ -174,6 +174,7 @@ async def test_create_product_rejections_change_nothing(
         headers={**auth("acme"), "content-type": "application/json"},
     )
     assert (r.status_code, r.json()["error"]) == (422, "malformed_json")
+    assert r.json()["detail"][0]["field"] == "body"
     assert await _count(maker, Product) == 9
     assert await _count(maker, OutboxEvent) == 0
     assert await _count(maker, AuditLog) == 0

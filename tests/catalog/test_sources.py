@@ -36,7 +36,9 @@ from emporium.catalog.sources import (
     read_catalog,
 )
 
-SHARED_DATA = Path("/work/shared/data")
+SHARED_DATA = Path(
+    os.environ.get("EMPORIUM_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")
+)
 CENT = Decimal("0.01")
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import Select, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from emporium.kit.repository import Repository
 from emporium.models import Category, Product, Seller, Stock
 
 
@@ -15,14 +15,7 @@ def available_subquery() -> Select[int, int]:
     ).group_by(Stock.product_id)
 
 
-class CategoryRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    @classmethod
-    def from_session(cls, session: AsyncSession) -> CategoryRepository:
-        return cls(session)
-
+class CategoryRepository(Repository):
     async def get(self, category_id: int) -> Category | None:
         return await self.session.get(Category, category_id)
 
@@ -46,14 +39,7 @@ class CategoryRepository:
         return select(Category.id).where(Category.path.startswith(category.path))
 
 
-class ProductRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    @classmethod
-    def from_session(cls, session: AsyncSession) -> ProductRepository:
-        return cls(session)
-
+class ProductRepository(Repository):
     async def get(self, product_id: int, *, for_update: bool = False) -> Product | None:
         stmt = select(Product).where(Product.id == product_id)
         if for_update:

@@ -4,33 +4,19 @@ from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from emporium.kit.repository import Repository
 from emporium.models import Stock, Warehouse
 
 
-class WarehouseRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    @classmethod
-    def from_session(cls, session: AsyncSession) -> WarehouseRepository:
-        return cls(session)
-
+class WarehouseRepository(Repository):
     async def all(self) -> Sequence[Warehouse]:
         return (
             (await self.session.execute(select(Warehouse).order_by(Warehouse.id))).scalars().all()
         )
 
 
-class StockRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    @classmethod
-    def from_session(cls, session: AsyncSession) -> StockRepository:
-        return cls(session)
-
+class StockRepository(Repository):
     async def for_product(self, product_id: int, *, lock: bool = False) -> dict[int, Stock]:
         # Locks are taken in warehouse order so concurrent writers cannot deadlock.
         stmt = select(Stock).where(Stock.product_id == product_id).order_by(Stock.warehouse_id)

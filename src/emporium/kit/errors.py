@@ -95,7 +95,12 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
         else ("invalid_input")
     )
     detail = [
-        {"field": _loc(tuple(e.get("loc", ()))), "message": e.get("msg"), "type": e.get("type")}
+        {
+            # A JSON syntax error's location is a character offset, not a field.
+            "field": "body" if e.get("type") == "json_invalid" else _loc(tuple(e.get("loc", ()))),
+            "message": e.get("msg"),
+            "type": e.get("type"),
+        }
         for e in errors
     ]
     return JSONResponse({"error": code, "detail": detail}, status_code=422)

