@@ -260,3 +260,42 @@ async def test_audit_log_is_append_only(
         assert list((await s.execute(select(AuditLog.action))).scalars()) == [
             "product.price_changed"
         ]
+
+
+async def test_nul_characters_are_rejected_without_side_effects(
+    client: AsyncClient, catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
+) -> None:
+    kitchen = catalog["category"]["kitchen"]
+    bodies = [
+        {"title": "bad\u0000title", "category_id": kitchen, "price": "1.00"},
+        {"title": "ok", "description": "x\u0000", "category_id": kitchen, "price": "1.00"},
+        {"title": "ok", "attributes": {"k\u0000": "v"}, "category_id": kitchen, "price": "1.00"},
+        {"title": "ok", "attributes": {"k": "v\u0000"}, "category_id": kitchen, "price": "1.00"},
+        {"title": "ok", "images": ["\u0000"], "category_id": kitchen, "price": "1.00"},
+    ]
+    for body in bodies:
+        r = await client.post(f"{API}/products", json=body, headers=auth("acme"))
+        assert (r.status_code, r.json()["error"]) == (422, "invalid_input"), body
+    r = await client.get(f"{API}/products", params={"category": "a\x00b"})
+    assert (r.status_code, r.json()["error"]) == (422, "invalid_input")
+    assert await _count(maker, Product) == 9
+    assert await _count(maker, AuditLog) == 0
+
+
+async def test_database_data_exceptions_become_422(
+    app: FastAPI, maker: async_sessionmaker[AsyncSession]
+) -> None:
+    import json as jsonlib
+
+    import sqlalchemy.exc
+    from sqlalchemy import text
+    from starlette.requests import Request
+
+    from emporium.kit.errors import _database_error
+
+    async with maker() as s:
+        with pytest.raises(sqlalchemy.exc.DBAPIError) as caught:
+            await s.execute(text("SELECT 1 / 0"))
+    response = await _database_error(Request({"type": "http", "app": app}), caught.value)
+    assert response.status_code == 422
+    assert jsonlib.loads(bytes(response.body))["error"] == "invalid_input"

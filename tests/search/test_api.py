@@ -244,3 +244,13 @@ async def test_writes_reach_the_index_through_the_outbox(
     assert await dispatcher.drain() == 1
     assert (await client.get(API, params={"q": "zebra"})).json()["total"] == 0
     assert await dispatcher.drain() == 0
+
+
+@pytest.mark.parametrize("params", [{"q": "a\x00b"}, {"category": "\x00"}, {"brand": "So\x00ny"}])
+async def test_nul_in_search_parameters_is_422(
+    client: AsyncClient, indexed: dict[str, Any], params: dict[str, Any]
+) -> None:
+    r = await client.get(API, params=params)
+    assert (r.status_code, r.json()["error"]) == (422, "invalid_input")
+    r = await client.get(f"{API}/suggest", params={"q": "\x00"})
+    assert r.status_code == 422

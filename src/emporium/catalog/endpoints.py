@@ -17,6 +17,7 @@ from emporium.catalog.service import catalog as catalog_service
 from emporium.kit.cache import Cache
 from emporium.kit.db import ReadSessionDep, SessionDep, after_commit
 from emporium.kit.errors import Unauthorized
+from emporium.kit.schemas import CleanStr
 
 router = APIRouter(tags=["catalog"])
 
@@ -52,9 +53,10 @@ async def list_categories(session: ReadSessionDep) -> list[schemas.CategoryNode]
 async def list_products(
     session: ReadSessionDep,
     category: Annotated[
-        str | None, Query(max_length=255, description="Category id or slug; includes descendants")
+        CleanStr | None,
+        Query(max_length=255, description="Category id or slug; includes descendants"),
     ] = None,
-    cursor: Annotated[str | None, Query(max_length=100)] = None,
+    cursor: Annotated[CleanStr | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 24,
 ) -> schemas.ProductPage:
     return await catalog_service.list_products(

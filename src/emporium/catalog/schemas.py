@@ -6,14 +6,18 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, field_validator
 
-from emporium.kit.schemas import Schema
+from emporium.kit.schemas import CleanStr, Schema, reject_nul
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Title = Annotated[CleanStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Description = Annotated[CleanStr, Field(max_length=20000)]
+Brand = Annotated[CleanStr, StringConstraints(strip_whitespace=True, max_length=200)]
 Price = Annotated[
     Decimal, Field(ge=0, le=Decimal("9999999999.99"), max_digits=12, decimal_places=2)
 ]
 AttributeValue = str | int | float | bool
-ImageUrl = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+ImageUrl = Annotated[
+    CleanStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)
+]
 
 
 class CategoryRef(Schema):
@@ -47,13 +51,17 @@ class _ProductFields(Schema):
                 raise ValueError("at most 100 attributes")
             if any(not k or len(k) > 100 for k in v):
                 raise ValueError("attribute names must be 1-100 characters")
+            for key, item in v.items():
+                reject_nul(key)
+                if isinstance(item, str):
+                    reject_nul(item)
         return v
 
 
 class ProductCreate(_ProductFields):
     title: Title
-    description: Annotated[str, Field(max_length=20000)] = ""
-    brand: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] = ""
+    description: Description = ""
+    brand: Brand = ""
     category_id: int = Field(gt=0)
     price: Price
     images: Annotated[list[ImageUrl], Field(max_length=20)] = []
@@ -65,8 +73,8 @@ class ProductCreate(_ProductFields):
 
 class ProductUpdate(_ProductFields):
     title: Title | None = None
-    description: Annotated[str, Field(max_length=20000)] | None = None
-    brand: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+    description: Description | None = None
+    brand: Brand | None = None
     category_id: int | None = Field(default=None, gt=0)
     price: Price | None = None
     images: Annotated[list[ImageUrl], Field(max_length=20)] | None = None

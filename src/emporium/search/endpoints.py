@@ -9,6 +9,7 @@ from emporium.catalog.errors import CategoryNotFound
 from emporium.catalog.service import catalog as catalog_service
 from emporium.kit.db import ReadSessionDep
 from emporium.kit.errors import InvalidInput
+from emporium.kit.schemas import CleanStr
 from emporium.search import schemas
 from emporium.search.engine import SearchParams
 from emporium.search.service import SearchService
@@ -45,11 +46,11 @@ def _service(request: Request) -> SearchService:
 async def search(
     request: Request,
     session: ReadSessionDep,
-    q: Annotated[str, Query(max_length=500)] = "",
+    q: Annotated[CleanStr, Query(max_length=500)] = "",
     category: Annotated[
-        str | None, Query(max_length=255, description="Category id or slug")
+        CleanStr | None, Query(max_length=255, description="Category id or slug")
     ] = None,
-    brand: Annotated[list[str], Query(max_length=50)] = [],  # noqa: B006 - FastAPI copies defaults
+    brand: Annotated[list[CleanStr], Query(max_length=50)] = [],  # noqa: B006 - FastAPI copies defaults
     price_min: Money | None = None,
     price_max: Money | None = None,
     rating_min: Annotated[float | None, Query(ge=0, le=5)] = None,
@@ -87,7 +88,7 @@ async def search(
 async def suggest(
     request: Request,
     session: ReadSessionDep,
-    q: Annotated[str, Query(max_length=200)] = "",
+    q: Annotated[CleanStr, Query(max_length=200)] = "",
     limit: Annotated[int, Query(ge=1, le=10)] = 10,
 ) -> schemas.SuggestResponse:
     """Prefix autocomplete over brands and product titles."""
