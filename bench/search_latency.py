@@ -62,7 +62,8 @@ async def main(products: int, queries: int) -> None:
     from emporium.search.engine import SearchIndex
     from emporium.search.indexer import rebuild
 
-    settings = Settings(log_level="WARNING")
+    # Hold the breaker open for the whole fallback phase once it is forced open.
+    settings = Settings(log_level="WARNING", search_breaker_reset_seconds=3600)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine, maker = await open_database(settings)
     await asyncio.to_thread(upgrade, resolve_database_url(settings))

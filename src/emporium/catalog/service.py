@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -191,19 +190,15 @@ class CatalogService:
         self, session: AsyncSession, actor: User, product_id: int, data: schemas.ProductUpdate
     ) -> schemas.Product:
         product = await self._owned(session, actor, product_id)
-        changes: dict[str, Any] = data.model_dump(exclude_unset=True)
-        for key in ("title", "category_id", "price", "is_active"):
-            if key in changes and changes[key] is None:
-                del changes[key]  # null means "leave as is" for non-nullable fields
+        # An omitted field and an explicit null both leave the value as it is.
+        changes = {k: v for k, v in data.model_dump(exclude_unset=True).items() if v is not None}
         if "category_id" in changes:
             await self._check_category(session, changes["category_id"])
         old: dict[str, Any] = {}
         new: dict[str, Any] = {}
         for key, value in changes.items():
             current = getattr(product, key)
-            if isinstance(current, Decimal) and value is not None:
-                value = Decimal(value)
-            if value is not None and current != value:
+            if current != value:
                 old[key], new[key] = current, value
                 setattr(product, key, value)
         if new:

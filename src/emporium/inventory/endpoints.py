@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 
 from emporium.auth.dependencies import CatalogWriter
-from emporium.catalog.endpoints import invalidate_product
+from emporium.catalog.endpoints import ProductId, invalidate_product
 from emporium.catalog.errors import NotProductOwner, ProductNotFound
 from emporium.inventory import schemas
 from emporium.inventory.errors import StockBelowReserved, WarehouseNotFound
@@ -14,8 +12,6 @@ from emporium.kit.db import ReadSessionDep, SessionDep
 from emporium.kit.errors import Unauthorized
 
 router = APIRouter(tags=["inventory"])
-
-ProductId = Annotated[int, Path(gt=0, le=2**63 - 1)]
 
 
 @router.get("/warehouses", response_model=list[schemas.Warehouse])
