@@ -28,15 +28,10 @@ from emporium.main import create_app
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DB = f"emporium_test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 TABLES = (
-    "stock",
-    "products",
-    "categories",
-    "users",
-    "sellers",
-    "warehouses",
-    "outbox",
-    "audit_logs",
-)
+    "stock", "products", "categories", "users", "sellers", "warehouses", "outbox", "audit_logs",
+    "carts", "cart_items", "reservations", "orders", "order_items", "order_allocations",
+    "order_events", "shipments", "payments", "idempotency_keys",
+)  # fmt: skip
 
 
 def _admin_dsn() -> str:
