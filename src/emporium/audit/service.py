@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from emporium.kit.logging import correlation_id
+from emporium.kit.logging import client_ip, correlation_id
 from emporium.models import AuditLog, User
 
 
@@ -38,5 +38,6 @@ def record(
             old_values=_jsonable(old),
             new_values=_jsonable(new),
             correlation_id=correlation_id.get(),
+            ip=client_ip.get(),
         )
     )

@@ -26,9 +26,11 @@ class AppError(Exception):
     status_code: ClassVar[int] = status.HTTP_400_BAD_REQUEST
     code: ClassVar[str] = "bad_request"
 
-    def __init__(self, detail: Any = None) -> None:
+    def __init__(self, detail: Any = None, **extra: Any) -> None:
         super().__init__(detail)
         self.detail = detail
+        # Extra top-level fields a client can act on, e.g. {"available": 3}.
+        self.extra = extra
 
     @classmethod
     def responses(cls) -> dict[int | str, dict[str, Any]]:
@@ -83,7 +85,9 @@ async def _app_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     return JSONResponse(
-        {"error": exc.code, "detail": exc.detail}, status_code=exc.status_code, headers=headers
+        {"error": exc.code, "detail": exc.detail, **exc.extra},
+        status_code=exc.status_code,
+        headers=headers,
     )
 
 

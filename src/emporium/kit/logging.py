@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CORRELATION_HEADER = "X-Correlation-ID"
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+client_ip: ContextVar[str | None] = ContextVar("client_ip", default=None)
 
 
 def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | None = None) -> None:
@@ -69,6 +70,8 @@ class CorrelationIdMiddleware:
                 break
         cid = incoming if _valid(incoming) else uuid.uuid4().hex
         token = correlation_id.set(cid)
+        client = scope.get("client")
+        ip_token = client_ip.set(str(client[0]) if client else None)
         structlog.contextvars.bind_contextvars(correlation_id=cid)
 
         async def send_with_header(message: Message) -> None:
@@ -83,3 +86,4 @@ class CorrelationIdMiddleware:
         finally:
             structlog.contextvars.unbind_contextvars("correlation_id")
             correlation_id.reset(token)
+            client_ip.reset(ip_token)
