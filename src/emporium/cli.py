@@ -14,9 +14,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from emporium.accounts.cli import users_app
 from emporium.config import Settings, get_settings
+from emporium.payment.cli import payment_app
 
 app = typer.Typer(help="Emporium: an open-source e-commerce platform.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(payment_app, name="payment-gateway")
 console = Console()
 T = TypeVar("T")
 

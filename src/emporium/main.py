@@ -14,7 +14,10 @@ from fastapi.routing import APIRoute
 from starlette.routing import Route
 
 from emporium import __version__
+from emporium.accounts.endpoints import router as accounts_router
+from emporium.cart.endpoints import router as cart_router
 from emporium.catalog.endpoints import router as catalog_router
+from emporium.checkout.endpoints import router as checkout_router
 from emporium.config import Settings, get_settings
 from emporium.health.endpoints import router as health_router
 from emporium.inventory.endpoints import router as inventory_router
@@ -30,6 +33,7 @@ from emporium.kit.errors import install_error_handlers
 from emporium.kit.logging import CorrelationIdMiddleware, configure_logging
 from emporium.kit.metrics import PrometheusMiddleware, metrics_endpoint
 from emporium.kit.outbox import OutboxDispatcher
+from emporium.order.endpoints import router as order_router
 from emporium.search.endpoints import router as search_router
 from emporium.search.engine import SearchIndex
 from emporium.search.indexer import SearchIndexer, rebuild
@@ -70,6 +74,10 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     app.include_router(catalog_router, prefix="/api/v1")
     app.include_router(inventory_router, prefix="/api/v1")
     app.include_router(search_router, prefix="/api/v1")
+    app.include_router(accounts_router, prefix="/api/v1")
+    app.include_router(cart_router, prefix="/api/v1")
+    app.include_router(checkout_router, prefix="/api/v1")
+    app.include_router(order_router, prefix="/api/v1")
     app.include_router(health_router)
     app.router.routes.append(Route("/metrics", metrics_endpoint, include_in_schema=False))
 
