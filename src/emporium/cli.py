@@ -106,6 +106,48 @@ async def _reindex(settings: Settings, maker: Any) -> tuple[str, int]:
 
 
 @app.command()
+def worker(
+    interval: Annotated[float, typer.Option(help="Seconds between rounds")] = 10.0,
+) -> None:
+    """Run background jobs: release expired reservations and settle stuck payments."""
+
+    async def go(settings: Settings) -> None:
+        import signal
+        from datetime import timedelta
+
+        from emporium.cart.tasks import ReservationReaper
+        from emporium.kit.db import open_database
+        from emporium.order.tasks import PaymentReconciler
+        from emporium.payment.factory import build_gateway
+
+        engine, maker = await open_database(settings)
+        gateway = build_gateway(settings)
+        reaper = ReservationReaper(maker, interval_seconds=interval)
+        reconciler = PaymentReconciler(
+            maker,
+            gateway,
+            interval_seconds=interval * 3,
+            stale_after=timedelta(seconds=settings.payment_timeout_seconds * 3),
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        reaper.start()
+        reconciler.start()
+        console.print("Worker running: reservation reaper and payment reconciler (Ctrl+C stops).")
+        try:
+            await stop.wait()
+        finally:
+            await reaper.stop()
+            await reconciler.stop()
+            await gateway.aclose()
+            await engine.dispose()
+
+    _run(go)
+
+
+@app.command()
 def reindex() -> None:
     """Rebuild the search index into a new generation and switch to it atomically."""
 

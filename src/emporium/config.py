@@ -41,10 +41,22 @@ class Settings(BaseSettings):
 
     product_cache_ttl_seconds: int = Field(default=60, ge=0)
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    # How long an untouched cart keeps its stock reservations.
+    reservation_ttl_seconds: int = Field(default=1800, ge=1)
     search_breaker_fail_max: int = Field(default=3, ge=1)
     search_breaker_reset_seconds: float = Field(default=30.0, gt=0)
+    # Unset means the simulated gateway runs in-process; else its HTTP service at this URL.
+    payment_gateway_url: str | None = None
+    payment_timeout_seconds: float = Field(default=30.0, gt=0)
+    payment_breaker_error_threshold: float = Field(default=0.3, gt=0, le=1)
+    payment_breaker_reset_seconds: float = Field(default=60.0, gt=0)
+    payment_breaker_volume: int = Field(default=3, ge=1)
     log_level: str = "INFO"
     log_json: bool = True
+
+    # Login sessions live in Valkey; the cookie is Secure only behind HTTPS.
+    session_ttl_seconds: int = Field(default=86400, ge=60)
+    cookie_secure: bool = False
 
     @model_validator(mode="after")
     def _enforce_non_default_secrets(self) -> Settings:

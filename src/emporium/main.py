@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import structlog
@@ -18,6 +19,8 @@ from emporium.accounts.endpoints import router as accounts_router
 from emporium.cart.endpoints import router as cart_router
 from emporium.catalog.endpoints import router as catalog_router
 from emporium.checkout.endpoints import router as checkout_router
+from emporium.checkout.idempotency import IdempotencyStore
+from emporium.checkout.service import CheckoutService
 from emporium.config import Settings, get_settings
 from emporium.health.endpoints import router as health_router
 from emporium.inventory.endpoints import router as inventory_router
@@ -34,6 +37,8 @@ from emporium.kit.logging import CorrelationIdMiddleware, configure_logging
 from emporium.kit.metrics import PrometheusMiddleware, metrics_endpoint
 from emporium.kit.outbox import OutboxDispatcher
 from emporium.order.endpoints import router as order_router
+from emporium.order.tasks import PaymentReconciler
+from emporium.payment.factory import build_gateway
 from emporium.search.endpoints import router as search_router
 from emporium.search.engine import SearchIndex
 from emporium.search.indexer import SearchIndexer, rebuild
@@ -126,7 +131,20 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
     app.state.indexer = indexer
     app.state.dispatcher = dispatcher
     app.state.rebuild_task = None
+
+    gateway = build_gateway(settings)
+    app.state.gateway = gateway
+    app.state.checkout = CheckoutService(
+        maker=maker,
+        idempotency=IdempotencyStore(maker, cache),
+        gateway=gateway,
+        reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
+    )
+    app.state.reconciler = PaymentReconciler(
+        maker, gateway, stale_after=timedelta(seconds=settings.payment_timeout_seconds * 3)
+    )
     if background:
+        app.state.reconciler.start()
         if not await asyncio.to_thread(index.exists):
             # Searches fall back to PostgreSQL until the first build is done.
             app.state.rebuild_task = asyncio.create_task(rebuild(maker, index))
@@ -136,6 +154,8 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
 
 async def shutdown(app: FastAPI) -> None:
     state = app.state
+    await state.reconciler.stop()
+    await state.gateway.aclose()
     await state.dispatcher.stop()
     if state.rebuild_task is not None:
         state.rebuild_task.cancel()

@@ -1,5 +1,48 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+
+from emporium.auth.dependencies import CurrentUser
+from emporium.checkout.idempotency import IdempotencyInProgress, IdempotencyKeyReused
+from emporium.checkout.schemas import CheckoutRequest
+from emporium.checkout.service import CheckoutService, PaymentUnavailableError
+from emporium.kit.db import ReadSessionDep
+from emporium.kit.errors import Unauthorized
+from emporium.kit.schemas import CleanStr
+from emporium.order.schemas import Order
+from emporium.order.service import CartEmpty
 
 router = APIRouter(tags=["checkout"])
+
+
+@router.post(
+    "/checkout",
+    status_code=201,
+    response_model=Order,
+    responses={
+        **Unauthorized.responses(),
+        **CartEmpty.responses(),
+        **IdempotencyInProgress.responses(),
+        **IdempotencyKeyReused.responses(),
+        **PaymentUnavailableError.responses(),
+        402: {"description": "payment_declined"},
+    },
+)
+async def checkout(
+    request: Request,
+    session: ReadSessionDep,
+    user: CurrentUser,
+    body: CheckoutRequest,
+    idempotency_key: Annotated[
+        CleanStr, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+    ],
+) -> JSONResponse:
+    """Place an order from the cart and pay for it. Safe to retry with the same key."""
+    # Checkout runs its own short transactions; don't hold this connection during payment.
+    await session.close()
+    service: CheckoutService = request.app.state.checkout
+    response = await service.checkout(user, idempotency_key, body)
+    return JSONResponse(response.body, status_code=response.status)

@@ -1,5 +1,139 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from sqlalchemy import select
+
+from emporium.auth.dependencies import Admin, CatalogWriter, CurrentUser
+from emporium.kit.db import ReadSessionDep, SessionDep, UnitOfWork
+from emporium.kit.errors import Unauthorized
+from emporium.kit.schemas import CleanStr
+from emporium.models import AuditLog, Payment
+from emporium.order import queries, schemas
+from emporium.order.errors import InvalidTransition, NothingToShip, NotOrderSeller, OrderNotFound
+from emporium.order.service import orders
+from emporium.order.state import CANCELLABLE, OrderStatus, check_transition
+from emporium.payment.gateway import PaymentGateway
 
 router = APIRouter(tags=["orders"])
+OrderId = Annotated[int, Path(gt=0, le=2**63 - 1)]
+_ERRORS = {**Unauthorized.responses(), **OrderNotFound.responses(), **InvalidTransition.responses()}
+
+
+def _gateway(request: Request) -> PaymentGateway:
+    gateway: PaymentGateway = request.app.state.gateway
+    return gateway
+
+
+@router.get("/orders", response_model=schemas.OrderPage)
+async def list_orders(
+    session: ReadSessionDep,
+    user: CurrentUser,
+    cursor: Annotated[CleanStr | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> schemas.OrderPage:
+    """The caller's own orders, newest first."""
+    return await queries.page(session, user, cursor, limit)
+
+
+@router.get("/orders/{order_id}", response_model=schemas.Order, responses=_ERRORS)
+async def get_order(session: ReadSessionDep, user: CurrentUser, order_id: OrderId) -> schemas.Order:
+    return await queries.serialize(session, await queries.get_visible(session, user, order_id))
+
+
+async def _latest_payment(session: ReadSessionDep, order_id: int) -> Payment | None:
+    return await session.scalar(
+        select(Payment).where(Payment.order_id == order_id).order_by(Payment.id.desc()).limit(1)
+    )
+
+
+@router.post("/orders/{order_id}/cancel", response_model=schemas.Order, responses=_ERRORS)
+async def cancel_order(
+    request: Request, session: ReadSessionDep, user: CurrentUser, order_id: OrderId
+) -> schemas.Order:
+    """The buyer (or an admin) cancels an order that has not shipped; a payment is refunded."""
+    order = await queries.get_visible(session, user, order_id)
+    status = order.status
+    payment = await _latest_payment(session, order_id)
+    charge = payment.gateway_payment_id if payment is not None else None
+    await session.close()  # no transaction stays open across the gateway call
+    if status not in CANCELLABLE:
+        check_transition(status, OrderStatus.cancelled)
+    if status == OrderStatus.paid.value and charge:
+        await _gateway(request).refund(charge)
+    async with UnitOfWork(request.app.state.sessionmaker) as uow:
+        cancelled = await orders.cancel(
+            uow, user, order_id, "cancelled by request", expected=status
+        )
+        return await queries.serialize(uow, cancelled)
+
+
+@router.post(
+    "/orders/{order_id}/ship",
+    response_model=schemas.Order,
+    responses={**_ERRORS, **NotOrderSeller.responses(), **NothingToShip.responses()},
+)
+async def ship_order(
+    session: SessionDep, user: CatalogWriter, order_id: OrderId, body: schemas.ShipRequest
+) -> schemas.Order:
+    """Record the shipment of one warehouse's allocation."""
+    await queries.get_visible_for_staff(session, user, order_id)
+    order = await orders.ship(session, user, order_id, body.warehouse_id, body.tracking_number)
+    return await queries.serialize(session, order)
+
+
+@router.post(
+    "/orders/{order_id}/deliver",
+    response_model=schemas.Order,
+    responses={**_ERRORS, **NotOrderSeller.responses()},
+)
+async def deliver_order(
+    session: SessionDep, user: CatalogWriter, order_id: OrderId
+) -> schemas.Order:
+    await queries.get_visible_for_staff(session, user, order_id)
+    return await queries.serialize(session, await orders.deliver(session, user, order_id))
+
+
+@router.post("/orders/{order_id}/refund", response_model=schemas.Order, responses=_ERRORS)
+async def refund_order(
+    request: Request,
+    session: ReadSessionDep,
+    user: Admin,
+    order_id: OrderId,
+    body: schemas.RefundRequest | None = None,
+) -> schemas.Order:
+    """Refund a delivered order (admin), optionally putting the units back in stock."""
+    order = await queries.get_visible(session, user, order_id)
+    status = order.status
+    payment = await _latest_payment(session, order_id)
+    charge = payment.gateway_payment_id if payment is not None else None
+    await session.close()
+    if status != OrderStatus.delivered.value:
+        check_transition(status, OrderStatus.refunded)
+    if charge:
+        await _gateway(request).refund(charge)
+    async with UnitOfWork(request.app.state.sessionmaker) as uow:
+        refunded = await orders.refund(uow, user, order_id, restock=bool(body and body.restock))
+        return await queries.serialize(uow, refunded)
+
+
+@router.get("/admin/audit", response_model=list[schemas.AuditEntry])
+async def audit_trail(
+    session: ReadSessionDep,
+    user: Admin,
+    resource_type: Annotated[CleanStr | None, Query(max_length=50)] = None,
+    resource_id: Annotated[CleanStr | None, Query(max_length=100)] = None,
+    actor_id: Annotated[int | None, Query(gt=0, le=2**63 - 1)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[schemas.AuditEntry]:
+    """The immutable audit trail, newest first."""
+    stmt = select(AuditLog).order_by(AuditLog.id.desc()).limit(limit)
+    if resource_type:
+        stmt = stmt.where(AuditLog.entity_type == resource_type)
+    if resource_id:
+        stmt = stmt.where(AuditLog.entity_id == resource_id)
+    if actor_id:
+        stmt = stmt.where(AuditLog.actor_user_id == actor_id)
+    rows = (await session.execute(stmt)).scalars().all()
+    return [schemas.AuditEntry.model_validate(r) for r in rows]

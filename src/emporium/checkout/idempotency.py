@@ -1,0 +1,160 @@
+"""Checkout idempotency: a Valkey SET NX fast path, a UNIQUE row in PostgreSQL as the truth.
+
+Same key + same body after completion → the stored response. Same key while the first
+request is still running → 409. Same key with another body → 422. Keys live 24 hours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from valkey.exceptions import ValkeyError
+
+from emporium.kit.cache import Cache
+from emporium.kit.errors import Conflict, InvalidInput
+from emporium.models import IdempotencyKey
+
+log = structlog.get_logger(__name__)
+TTL_SECONDS = 24 * 3600
+
+
+class IdempotencyInProgress(Conflict):
+    code = "idempotency_key_in_progress"
+
+
+class IdempotencyKeyReused(InvalidInput):
+    code = "idempotency_key_reused"
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    body: dict[str, Any]
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class IdempotencyStore:
+    def __init__(self, maker: async_sessionmaker[AsyncSession], cache: Cache | None) -> None:
+        self.maker = maker
+        self.cache = cache
+
+    def _vkey(self, user_id: int, key: str) -> str:
+        prefix = self.cache.prefix if self.cache else ""
+        return f"{prefix}idem:{user_id}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+    @staticmethod
+    def _judge(
+        stored_hash: str, state: str, status: int | None, body: Any, digest: str
+    ) -> StoredResponse:
+        if stored_hash != digest:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used with a different request body"
+            )
+        if state == "completed" and status is not None:
+            return StoredResponse(status, body or {})
+        raise IdempotencyInProgress("a request with this Idempotency-Key is still being processed")
+
+    async def begin(self, user_id: int, key: str, digest: str) -> StoredResponse | None:
+        """Claim the key (None) or return the response to replay; raises 409/422."""
+        if self.cache is not None:
+            try:
+                claimed = await self.cache.client.set(
+                    self._vkey(user_id, key),
+                    json.dumps({"hash": digest, "state": "processing"}),
+                    nx=True,
+                    ex=TTL_SECONDS,
+                )
+                if not claimed:
+                    raw = await self.cache.client.get(self._vkey(user_id, key))
+                    if raw is not None:
+                        v = json.loads(raw)
+                        return self._judge(
+                            v["hash"], v["state"], v.get("status"), v.get("body"), digest
+                        )
+            except (ValkeyError, OSError) as exc:
+                log.warning("idempotency.cache_unavailable", error=str(exc))
+        async with self.maker() as session, session.begin():
+            await session.execute(
+                delete(IdempotencyKey).where(
+                    IdempotencyKey.user_id == user_id,
+                    IdempotencyKey.key == key,
+                    IdempotencyKey.expires_at < func.now(),
+                )
+            )
+            inserted = await session.scalar(
+                insert(IdempotencyKey)
+                .values(user_id=user_id, key=key, request_hash=digest)
+                .on_conflict_do_nothing(constraint="uq_idempotency_keys_user_key")
+                .returning(IdempotencyKey.id)
+            )
+            if inserted is not None:
+                return None
+            row = await session.scalar(
+                select(IdempotencyKey).where(
+                    IdempotencyKey.user_id == user_id, IdempotencyKey.key == key
+                )
+            )
+        assert row is not None
+        return self._judge(
+            row.request_hash, row.state, row.response_status, row.response_body, digest
+        )
+
+    async def complete(
+        self, user_id: int, key: str, digest: str, response: StoredResponse, order_id: int | None
+    ) -> None:
+        async with self.maker() as session, session.begin():
+            await session.execute(
+                update(IdempotencyKey)
+                .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
+                .values(
+                    state="completed",
+                    response_status=response.status,
+                    response_body=response.body,
+                    order_id=order_id,
+                )
+            )
+        await self._cache_set(
+            user_id,
+            key,
+            {
+                "hash": digest,
+                "state": "completed",
+                "status": response.status,
+                "body": response.body,
+            },
+        )
+
+    async def abandon(self, user_id: int, key: str) -> None:
+        """Free the key when the request failed before it changed anything."""
+        async with self.maker() as session, session.begin():
+            await session.execute(
+                delete(IdempotencyKey).where(
+                    IdempotencyKey.user_id == user_id, IdempotencyKey.key == key
+                )
+            )
+        if self.cache is not None:
+            try:
+                await self.cache.client.delete(self._vkey(user_id, key))
+            except (ValkeyError, OSError) as exc:
+                log.warning("idempotency.cache_unavailable", error=str(exc))
+
+    async def _cache_set(self, user_id: int, key: str, value: dict[str, Any]) -> None:
+        if self.cache is None:
+            return
+        try:
+            await self.cache.client.set(
+                self._vkey(user_id, key), json.dumps(value, default=str), ex=TTL_SECONDS
+            )
+        except (ValkeyError, OSError) as exc:
+            log.warning("idempotency.cache_unavailable", error=str(exc))

@@ -1,0 +1,141 @@
+"""Checkout in short transactions, with the payment call outside any of them.
+
+1. Create the order in ``pending_payment``: the cart's reservations become its allocations.
+2. Authorize and capture at the gateway, with the order id as the gateway's idempotency key.
+3. Mark the order paid and take the stock, or on a decline return the units to the cart.
+A crash between 2 and 3 leaves a ``pending_payment`` order for the reconciler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from emporium.checkout.idempotency import IdempotencyStore, StoredResponse, request_hash
+from emporium.checkout.schemas import CheckoutRequest
+from emporium.kit.db import UnitOfWork
+from emporium.kit.errors import AppError
+from emporium.models import User
+from emporium.order.errors import InvalidTransition
+from emporium.order.metrics import CHECKOUT_ATTEMPTS, CHECKOUT_SUCCESS
+from emporium.order.queries import serialize
+from emporium.order.service import orders
+from emporium.payment.gateway import Card, PaymentDeclined, PaymentGateway, PaymentUnavailable
+from emporium.payment.resilience import BreakerState
+
+log = structlog.get_logger(__name__)
+
+
+class PaymentUnavailableError(AppError):
+    status_code = 503
+    code = "payment_unavailable"
+
+
+def gateway_available(gateway: PaymentGateway) -> bool:
+    breaker = getattr(gateway, "breaker", None)
+    return breaker is None or breaker.state is not BreakerState.open
+
+
+@dataclass
+class CheckoutService:
+    maker: async_sessionmaker[AsyncSession]
+    idempotency: IdempotencyStore
+    gateway: PaymentGateway
+    reservation_ttl: timedelta
+
+    async def checkout(self, user: User, key: str, body: CheckoutRequest) -> StoredResponse:
+        CHECKOUT_ATTEMPTS.inc()
+        payload = body.model_dump(mode="json")
+        digest = request_hash(payload)
+        replay = await self.idempotency.begin(user.id, key, digest)
+        if replay is not None:
+            return replay
+        try:
+            if not gateway_available(self.gateway):
+                # Fail fast before touching the cart: its reservations stay intact.
+                raise PaymentUnavailableError("the payment service is unavailable; try again later")
+            async with UnitOfWork(self.maker) as session:
+                order, payment = await orders.create_from_cart(
+                    session,
+                    user,
+                    payload["shipping_address"],
+                    idempotency_key=key,
+                    gateway_name=self.gateway.name,
+                    card_last4=body.payment.card_number[-4:],
+                    reservation_ttl=self.reservation_ttl,
+                )
+                order_id, amount, currency = order.id, order.total, order.currency
+                gateway_key = payment.idempotency_key
+        except BaseException:
+            await self.idempotency.abandon(user.id, key)
+            raise
+
+        card = Card(number=body.payment.card_number, exp=body.payment.exp, cvc=body.payment.cvc)
+        try:
+            authorized = await self.gateway.authorize(
+                idempotency_key=gateway_key, amount=amount, currency=currency, card=card
+            )
+            captured = await self.gateway.capture(authorized.id)
+        except PaymentDeclined as exc:
+            async with UnitOfWork(self.maker) as session:
+                await orders.mark_payment_failed(
+                    session, order_id, exc.code, user, self.reservation_ttl
+                )
+                out = await self._order(session, order_id)
+            response = StoredResponse(
+                402,
+                {
+                    "error": "payment_declined",
+                    "detail": "the card was declined",
+                    "decline_code": exc.code,
+                    "order": out,
+                },
+            )
+            await self.idempotency.complete(user.id, key, digest, response, order_id)
+            return response
+        except PaymentUnavailable:
+            # The outcome at the gateway is unknown; the reconciler settles the order.
+            log.warning("checkout.payment_unavailable", order_id=order_id)
+            response = StoredResponse(
+                503,
+                {
+                    "error": "payment_unavailable",
+                    "detail": "the payment service did not answer; the order is settled shortly",
+                    "order_id": order_id,
+                },
+            )
+            await self.idempotency.complete(user.id, key, digest, response, order_id)
+            return response
+
+        try:
+            async with UnitOfWork(self.maker) as session:
+                await orders.mark_paid(session, order_id, captured.id, user)
+                out = await self._order(session, order_id)
+        except InvalidTransition:
+            # Cancelled while the card was being charged: give the money back.
+            await self.gateway.refund(captured.id)
+            response = StoredResponse(
+                409,
+                {
+                    "error": "order_cancelled",
+                    "detail": "the order was cancelled during payment",
+                    "order_id": order_id,
+                },
+            )
+            await self.idempotency.complete(user.id, key, digest, response, order_id)
+            return response
+        response = StoredResponse(201, out)
+        await self.idempotency.complete(user.id, key, digest, response, order_id)
+        CHECKOUT_SUCCESS.inc()
+        return response
+
+    async def _order(self, session: AsyncSession, order_id: int) -> dict[str, Any]:
+        from emporium.models import Order
+
+        order = await session.get(Order, order_id)
+        assert order is not None
+        return (await serialize(session, order)).model_dump(mode="json")

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
+
+from emporium.kit.schemas import CleanStr, Schema
+
+Line = Annotated[CleanStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class ShippingAddress(Schema):
+    name: Line
+    line1: Line
+    line2: Annotated[CleanStr, StringConstraints(strip_whitespace=True, max_length=200)] = ""
+    city: Line
+    postal_code: Annotated[
+        CleanStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)
+    ]
+    country: Annotated[CleanStr, StringConstraints(pattern=r"^[A-Z]{2}$")]
+
+
+class OrderItem(Schema):
+    product_id: int
+    title: str
+    unit_price: Decimal
+    quantity: int
+    line_total: Decimal
+
+
+class TimelineEntry(Schema):
+    status: str
+    note: str
+    at: datetime
+
+
+class ShipmentOut(Schema):
+    warehouse_id: int
+    tracking_number: str
+    shipped_at: datetime
+    delivered_at: datetime | None
+
+
+class PaymentOut(Schema):
+    status: str
+    amount: Decimal
+    card_last4: str | None
+    error_code: str | None
+
+
+class Order(Schema):
+    id: int
+    status: str
+    currency: str
+    subtotal: Decimal
+    shipping_total: Decimal
+    total: Decimal
+    shipping_address: dict[str, str]
+    items: list[OrderItem]
+    timeline: list[TimelineEntry]
+    shipments: list[ShipmentOut]
+    payment: PaymentOut | None
+    created_at: datetime
+    paid_at: datetime | None
+
+
+class OrderPage(Schema):
+    items: list[Order]
+    next_cursor: str | None
+
+
+class ShipRequest(Schema):
+    warehouse_id: int = Field(gt=0, le=2**63 - 1)
+    tracking_number: Annotated[
+        CleanStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)
+    ]
+
+
+class RefundRequest(Schema):
+    restock: bool = False
+
+
+class AuditEntry(Schema):
+    id: int
+    action: str
+    entity_type: str
+    entity_id: str
+    actor_user_id: int | None
+    ip: str | None
+    correlation_id: str | None
+    old_values: dict[str, object] | None
+    new_values: dict[str, object] | None
+    created_at: datetime

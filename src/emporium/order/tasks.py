@@ -1,0 +1,101 @@
+"""The payment reconciler: settles orders left in ``pending_payment``.
+
+A crash (or a gateway timeout) between charging and recording leaves such an order. The
+reconciler asks the gateway for the payment by the order's idempotency key: a charge is
+completed into a paid order; no charge means the order is cancelled and its stock released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from emporium.kit.db import UnitOfWork
+from emporium.models import Order, Payment
+from emporium.order.service import orders
+from emporium.order.state import OrderStatus
+from emporium.payment.gateway import PaymentError, PaymentGateway, PaymentStatus
+
+log = structlog.get_logger(__name__)
+
+
+class PaymentReconciler:
+    def __init__(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        gateway: PaymentGateway,
+        *,
+        stale_after: timedelta = timedelta(seconds=90),
+        interval_seconds: float = 30.0,
+        batch: int = 100,
+    ) -> None:
+        self.maker = maker
+        self.gateway = gateway
+        self.stale_after = stale_after
+        self.interval = interval_seconds
+        self.batch = batch
+        self._task: asyncio.Task[None] | None = None
+
+    async def _stale(self) -> list[tuple[int, str]]:
+        cutoff = datetime.now(UTC) - self.stale_after
+        async with self.maker() as session:
+            rows = await session.execute(
+                select(Order.id, Payment.idempotency_key)
+                .join(Payment, Payment.order_id == Order.id)
+                .where(Order.status == OrderStatus.pending_payment.value, Order.created_at < cutoff)
+                .order_by(Order.id)
+                .limit(self.batch)
+            )
+            return [(oid, key) for oid, key in rows.all()]
+
+    async def settle(self, order_id: int, gateway_key: str) -> str:
+        charge = await self.gateway.get_by_idempotency_key(gateway_key)
+        if charge is not None and charge.status == PaymentStatus.authorized:
+            charge = await self.gateway.capture(charge.id)
+        async with UnitOfWork(self.maker) as session:
+            order = await orders.lock(session, order_id)
+            if order.status != OrderStatus.pending_payment.value:
+                return order.status  # settled meanwhile by the checkout itself
+            if charge is not None and charge.status == PaymentStatus.captured:
+                await orders.mark_paid(session, order_id, charge.id, None)
+                return OrderStatus.paid.value
+            await orders.cancel(session, None, order_id, "payment not completed")
+        return OrderStatus.cancelled.value
+
+    async def run_once(self) -> dict[str, int]:
+        outcome: dict[str, int] = {}
+        for order_id, key in await self._stale():
+            try:
+                status = await self.settle(order_id, key)
+            except PaymentError as exc:  # gateway still down: try again next round
+                log.warning("reconciler.gateway_unavailable", order_id=order_id, error=repr(exc))
+                continue
+            outcome[status] = outcome.get(status, 0) + 1
+            log.info("reconciler.settled", order_id=order_id, status=status)
+        return outcome
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconciler.failed")
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="payment-reconciler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,26 @@
+"""Builds the configured payment gateway."""
+
+from __future__ import annotations
+
+from emporium.config import Settings
+from emporium.payment.http import HttpGateway
+from emporium.payment.resilience import CircuitBreaker, ResilientGateway
+from emporium.payment.simulated import SimulatedGateway
+
+
+def build_gateway(settings: Settings) -> ResilientGateway:
+    """The simulated gateway over HTTP when EMPORIUM_PAYMENT_GATEWAY_URL is set, else
+    in-process; always behind the breaker and retries. Call ``aclose()`` on shutdown."""
+    breaker = CircuitBreaker(
+        timeout=settings.payment_timeout_seconds,
+        error_threshold=settings.payment_breaker_error_threshold,
+        reset_seconds=settings.payment_breaker_reset_seconds,
+        volume=settings.payment_breaker_volume,
+    )
+    if settings.payment_gateway_url:
+        inner: HttpGateway | SimulatedGateway = HttpGateway(
+            settings.payment_gateway_url, timeout=settings.payment_timeout_seconds
+        )
+    else:
+        inner = SimulatedGateway()
+    return ResilientGateway(inner, breaker)

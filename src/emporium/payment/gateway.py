@@ -1,0 +1,89 @@
+"""The payment gateway interface: what checkout codes against, whatever gateway is behind it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol
+
+
+class PaymentStatus(StrEnum):
+    authorized = "authorized"
+    captured = "captured"
+    voided = "voided"
+    refunded = "refunded"
+    declined = "declined"
+
+
+@dataclass(frozen=True)
+class Card:
+    number: str
+    exp: str  # "MM/YY" or "MM/YYYY"
+    cvc: str
+
+
+@dataclass(frozen=True)
+class GatewayPayment:
+    id: str
+    idempotency_key: str
+    status: PaymentStatus
+    amount: Decimal
+    currency: str
+    card_last4: str
+    decline_code: str | None
+    # Partial refunds keep the payment captured; this says how much went back.
+    refunded_amount: Decimal = Decimal("0")
+
+
+class PaymentError(Exception):
+    """Base of every payment failure."""
+
+
+class PaymentDeclined(PaymentError):
+    """The card was refused: a final answer, never retried, never a breaker failure."""
+
+    def __init__(self, code: str, payment: GatewayPayment | None = None) -> None:
+        super().__init__(code)
+        self.code = code  # "card_declined" | "insufficient_funds" | "invalid_card"
+        self.payment = payment
+
+
+class PaymentUnavailable(PaymentError):
+    """The gateway cannot be reached: breaker open, or retries exhausted."""
+
+
+class PaymentTransientError(PaymentError):
+    """A processing error, timeout or network fault that a retry may cure."""
+
+
+class PaymentNotFound(PaymentError):
+    """No payment with that id."""
+
+
+class PaymentStateError(PaymentError):
+    """The operation is not allowed in the payment's current status (e.g. refund a void)."""
+
+    def __init__(self, message: str, payment: GatewayPayment | None = None) -> None:
+        super().__init__(message)
+        self.payment = payment
+
+
+class IdempotencyConflict(PaymentError):
+    """An idempotency key was reused for a different amount or currency."""
+
+
+class PaymentGateway(Protocol):
+    name: str
+
+    async def authorize(
+        self, *, idempotency_key: str, amount: Decimal, currency: str, card: Card
+    ) -> GatewayPayment: ...
+
+    async def capture(self, payment_id: str) -> GatewayPayment: ...
+
+    async def void(self, payment_id: str) -> GatewayPayment: ...
+
+    async def refund(self, payment_id: str, amount: Decimal | None = None) -> GatewayPayment: ...
+
+    async def get_by_idempotency_key(self, idempotency_key: str) -> GatewayPayment | None: ...

@@ -1,0 +1,199 @@
+"""A simulated card gateway with test cards, in memory, honouring idempotency keys itself."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+from emporium.payment.gateway import (
+    Card,
+    GatewayPayment,
+    IdempotencyConflict,
+    PaymentDeclined,
+    PaymentError,
+    PaymentNotFound,
+    PaymentStateError,
+    PaymentStatus,
+    PaymentTransientError,
+)
+
+CARD_OK = "4242424242424242"
+CARD_DECLINED = "4000000000000002"
+CARD_INSUFFICIENT_FUNDS = "4000000000009995"
+CARD_PROCESSING_ERROR = "4000000000000119"
+CARD_HANG = "4000000000000259"
+
+_DECLINES = {CARD_DECLINED: "card_declined", CARD_INSUFFICIENT_FUNDS: "insufficient_funds"}
+_EXP = re.compile(r"^(0[1-9]|1[0-2])/(\d{2}|\d{4})$")
+_CVC = re.compile(r"^\d{3}$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+def card_digits(number: str) -> str:
+    return number.replace(" ", "").replace("-", "")
+
+
+def luhn_valid(number: str) -> bool:
+    if not number.isdigit() or not 12 <= len(number) <= 19:
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(number)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def expiry_valid(exp: str, today: date) -> bool:
+    m = _EXP.match(exp.strip())
+    if not m:
+        return False
+    month, year = int(m.group(1)), int(m.group(2))
+    if year < 100:
+        year += 2000
+    # A card is good through the last day of its expiry month.
+    return (year, month) >= (today.year, today.month)
+
+
+def card_problem(card: Card, today: date) -> str | None:
+    """Why the card details are unusable, or None when they are fine."""
+    if not luhn_valid(card_digits(card.number)):
+        return "number"
+    if not expiry_valid(card.exp, today):
+        return "exp"
+    if not _CVC.match(card.cvc):
+        return "cvc"
+    return None
+
+
+class SimulatedGateway:
+    """In-process card gateway. ``charges`` counts distinct successful authorizations."""
+
+    name = "simulated"
+
+    def __init__(
+        self,
+        *,
+        hang_seconds: float = 60.0,
+        latency: float = 0.0,
+        today: Callable[[], date] = lambda: datetime.now(UTC).date(),
+    ) -> None:
+        self.hang_seconds = hang_seconds
+        self.latency = latency
+        self._today = today
+        self._payments: dict[str, GatewayPayment] = {}
+        self._by_key: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.charges = 0
+        self.calls: Counter[str] = Counter()
+
+    async def authorize(
+        self, *, idempotency_key: str, amount: Decimal, currency: str, card: Card
+    ) -> GatewayPayment:
+        self.calls["authorize"] += 1
+        if not idempotency_key:
+            raise PaymentError("an idempotency key is required")
+        if not amount.is_finite() or amount <= 0:
+            raise PaymentError("amount must be positive")
+        if not _CURRENCY.match(currency):
+            raise PaymentError("currency must be a 3-letter ISO code")
+        # One lock per key: concurrent retries of the same charge queue up, others don't.
+        lock = self._locks.setdefault(idempotency_key, asyncio.Lock())
+        async with lock:
+            digits = card_digits(card.number)
+            existing = self._by_key.get(idempotency_key)
+            if existing is not None:
+                return self._replay(self._payments[existing], amount, currency, digits[-4:])
+            await asyncio.sleep(self.latency)
+            code = "invalid_card" if card_problem(card, self._today()) else _DECLINES.get(digits)
+            if code is None and digits == CARD_PROCESSING_ERROR:
+                raise PaymentTransientError("processing_error")
+            if code is None and digits == CARD_HANG:
+                # Slow but successful: exactly the case idempotency keys exist for.
+                await asyncio.sleep(self.hang_seconds)
+            payment = GatewayPayment(
+                id=f"pay_{uuid.uuid4().hex}",
+                idempotency_key=idempotency_key,
+                status=PaymentStatus.declined if code else PaymentStatus.authorized,
+                amount=amount,
+                currency=currency,
+                card_last4=digits[-4:],
+                decline_code=code,
+            )
+            self._payments[payment.id] = payment
+            self._by_key[idempotency_key] = payment.id
+            if code is not None:
+                raise PaymentDeclined(code, payment)
+            self.charges += 1
+            return payment
+
+    @staticmethod
+    def _replay(
+        payment: GatewayPayment, amount: Decimal, currency: str, last4: str
+    ) -> GatewayPayment:
+        if (payment.amount, payment.currency, payment.card_last4) != (amount, currency, last4):
+            raise IdempotencyConflict("idempotency key reused with different parameters")
+        if payment.decline_code is not None:
+            raise PaymentDeclined(payment.decline_code, payment)
+        return payment
+
+    def _get(self, payment_id: str) -> GatewayPayment:
+        try:
+            return self._payments[payment_id]
+        except KeyError:
+            raise PaymentNotFound(payment_id) from None
+
+    def _save(self, payment: GatewayPayment) -> GatewayPayment:
+        self._payments[payment.id] = payment
+        return payment
+
+    async def capture(self, payment_id: str) -> GatewayPayment:
+        self.calls["capture"] += 1
+        await asyncio.sleep(self.latency)
+        p = self._get(payment_id)
+        if p.status is PaymentStatus.captured:
+            return p  # a retried capture is a no-op
+        if p.status is not PaymentStatus.authorized:
+            raise PaymentStateError(f"cannot capture a {p.status} payment", p)
+        return self._save(replace(p, status=PaymentStatus.captured))
+
+    async def void(self, payment_id: str) -> GatewayPayment:
+        self.calls["void"] += 1
+        await asyncio.sleep(self.latency)
+        p = self._get(payment_id)
+        if p.status is PaymentStatus.voided:
+            return p
+        if p.status is not PaymentStatus.authorized:
+            raise PaymentStateError(f"cannot void a {p.status} payment", p)
+        return self._save(replace(p, status=PaymentStatus.voided))
+
+    async def refund(self, payment_id: str, amount: Decimal | None = None) -> GatewayPayment:
+        self.calls["refund"] += 1
+        await asyncio.sleep(self.latency)
+        p = self._get(payment_id)
+        if amount is None and p.status is PaymentStatus.refunded:
+            return p  # a retried full refund is a no-op
+        if p.status is not PaymentStatus.captured:
+            raise PaymentStateError(f"cannot refund a {p.status} payment", p)
+        remaining = p.amount - p.refunded_amount
+        amount = remaining if amount is None else amount
+        if not amount.is_finite() or amount <= 0:
+            raise PaymentError("refund amount must be positive")
+        if amount > remaining:
+            raise PaymentStateError(f"refund of {amount} exceeds the {remaining} left", p)
+        refunded = p.refunded_amount + amount
+        status = PaymentStatus.refunded if refunded == p.amount else PaymentStatus.captured
+        return self._save(replace(p, status=status, refunded_amount=refunded))
+
+    async def get_by_idempotency_key(self, idempotency_key: str) -> GatewayPayment | None:
+        self.calls["get_by_idempotency_key"] += 1
+        await asyncio.sleep(self.latency)
+        payment_id = self._by_key.get(idempotency_key)
+        return None if payment_id is None else self._payments[payment_id]

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from emporium.inventory.reservations import reserve
+from emporium.models import Cart, CartItem, Order, Reservation, Stock
+
+ADDRESS = {
+    "name": "Ada Lovelace",
+    "line1": "12 Analytical Row",
+    "city": "London",
+    "postal_code": "N1 9GU",
+    "country": "GB",
+}
+VISA = {"card_number": "4242424242424242", "exp": "12/30", "cvc": "123"}
+DECLINED = {"card_number": "4000000000000002", "exp": "12/30", "cvc": "123"}
+
+
+def body(card: dict[str, str] = VISA) -> dict[str, Any]:
+    return {"shipping_address": ADDRESS, "payment": card}
+
+
+async def fill_cart(
+    maker: async_sessionmaker[AsyncSession], user_id: int, lines: dict[int, int]
+) -> int:
+    async with maker() as s, s.begin():
+        cart = await s.scalar(select(Cart).where(Cart.user_id == user_id))
+        if cart is None:
+            cart = Cart(user_id=user_id)
+            s.add(cart)
+            await s.flush()
+        for product_id, quantity in lines.items():
+            s.add(CartItem(cart_id=cart.id, product_id=product_id, quantity=quantity))
+            await reserve(
+                s,
+                cart_id=cart.id,
+                product_id=product_id,
+                quantity=quantity,
+                until=datetime.now(UTC) + timedelta(minutes=30),
+            )
+        return cart.id
+
+
+async def stock_of(
+    maker: async_sessionmaker[AsyncSession], product_id: int
+) -> list[tuple[int, int]]:
+    async with maker() as s:
+        rows = await s.execute(
+            select(Stock.quantity, Stock.reserved)
+            .where(Stock.product_id == product_id)
+            .order_by(Stock.warehouse_id)
+        )
+        return [(q, r) for q, r in rows.all()]
+
+
+async def count(maker: async_sessionmaker[AsyncSession], model: Any) -> int:
+    async with maker() as s:
+        return int(await s.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def cart_state(maker: async_sessionmaker[AsyncSession], user_id: int) -> dict[str, Any]:
+    async with maker() as s:
+        cart = await s.scalar(select(Cart).where(Cart.user_id == user_id))
+        if cart is None:
+            return {"lines": {}, "reserved": {}}
+        lines = (
+            await s.execute(
+                select(CartItem.product_id, CartItem.quantity).where(CartItem.cart_id == cart.id)
+            )
+        ).all()
+        held = (
+            await s.execute(
+                select(Reservation.product_id, func.sum(Reservation.quantity))
+                .where(Reservation.cart_id == cart.id)
+                .group_by(Reservation.product_id)
+            )
+        ).all()
+        return {"lines": {p: q for p, q in lines}, "reserved": {p: int(q) for p, q in held}}
+
+
+__all__ = [
+    "ADDRESS",
+    "DECLINED",
+    "VISA",
+    "Order",
+    "body",
+    "cart_state",
+    "count",
+    "fill_cart",
+    "stock_of",
+]

@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from emporium.models import AuditLog, Order, OutboxEvent
+from tests.checkout.helpers import DECLINED, body, cart_state, count, fill_cart, stock_of
+from tests.fixtures import auth
+
+API = "/api/v1"
+
+
+def key(k: str) -> dict[str, str]:
+    return {**auth("customer"), "Idempotency-Key": k}
+
+
+def charges(app: FastAPI) -> int:
+    return int(app.state.gateway.inner.charges)
+
+
+async def test_checkout_pays_takes_stock_and_empties_cart(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    sony, cable = catalog["product"]["sony"], catalog["product"]["cable"]
+    customer = catalog["user"]["customer"]
+    await fill_cart(maker, customer, {sony: 2, cable: 3})
+    assert await stock_of(maker, sony) == [(10, 2), (5, 0)]
+
+    r = await client.post(f"{API}/checkout", json=body(), headers=key("k-1"))
+    assert r.status_code == 201, r.text
+    order = r.json()
+    assert order["status"] == "paid"
+    assert order["subtotal"] == order["total"] == "738.95"  # 2 × 349.99 + 3 × 12.99
+    assert [
+        (i["product_id"], i["unit_price"], i["quantity"], i["line_total"]) for i in order["items"]
+    ] == [
+        (sony, "349.99", 2, "699.98"),
+        (cable, "12.99", 3, "38.97"),
+    ]
+    assert [t["status"] for t in order["timeline"]] == ["pending_payment", "paid"]
+    assert order["payment"] == {
+        "status": "captured",
+        "amount": "738.95",
+        "card_last4": "4242",
+        "error_code": None,
+    }
+    assert await stock_of(maker, sony) == [(8, 0), (5, 0)]
+    assert await stock_of(maker, cable) == [(47, 0), (50, 0)]
+    assert await cart_state(maker, customer) == {"lines": {}, "reserved": {}}
+    assert charges(app) == 1
+    async with maker() as s:
+        actions = list((await s.execute(select(AuditLog.action).order_by(AuditLog.id))).scalars())
+        topics = set((await s.execute(select(OutboxEvent.topic))).scalars())
+    assert actions == [
+        "inventory.reserved",
+        "inventory.reserved",  # filling the cart
+        "order.created",
+        "payment.completed",
+        "inventory.adjusted",
+        "inventory.adjusted",
+    ]
+    assert {"order.created", "order.paid", "stock.changed"} <= topics
+
+    again = await client.post(f"{API}/checkout", json=body(), headers=key("k-1"))
+    assert (again.status_code, again.json()) == (201, order)
+    assert await count(maker, Order) == 1
+    assert charges(app) == 1
+
+
+async def test_same_key_with_another_body_is_422_and_changes_nothing(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    await fill_cart(maker, catalog["user"]["customer"], {catalog["product"]["sony"]: 1})
+    assert (
+        await client.post(f"{API}/checkout", json=body(), headers=key("k-2"))
+    ).status_code == 201
+    other = body()
+    other["shipping_address"] = {**other["shipping_address"], "city": "Paris"}
+    r = await client.post(f"{API}/checkout", json=other, headers=key("k-2"))
+    assert (r.status_code, r.json()["error"]) == (422, "idempotency_key_reused")
+    assert await count(maker, Order) == 1
+    assert charges(app) == 1
+
+
+async def test_declined_card_returns_units_to_the_cart(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    sony, customer = catalog["product"]["sony"], catalog["user"]["customer"]
+    await fill_cart(maker, customer, {sony: 2})
+    r = await client.post(f"{API}/checkout", json=body(DECLINED), headers=key("k-3"))
+    assert r.status_code == 402
+    assert (r.json()["error"], r.json()["decline_code"]) == ("payment_declined", "card_declined")
+    assert r.json()["order"]["status"] == "payment_failed"
+    assert await stock_of(maker, sony) == [(10, 2), (5, 0)]
+    assert await cart_state(maker, customer) == {"lines": {sony: 2}, "reserved": {sony: 2}}
+    assert charges(app) == 0
+    # Another card, another key: the same cart now goes through.
+    r = await client.post(f"{API}/checkout", json=body(), headers=key("k-4"))
+    assert (r.status_code, r.json()["status"]) == (201, "paid")
+    assert await stock_of(maker, sony) == [(8, 0), (5, 0)]
+
+
+async def test_checkout_rejections(
+    client: AsyncClient, catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
+) -> None:
+    r = await client.post(f"{API}/checkout", json=body(), headers=auth("customer"))
+    assert (r.status_code, r.json()["detail"][0]["field"]) == (422, "header.Idempotency-Key")
+    r = await client.post(f"{API}/checkout", json=body(), headers={"Idempotency-Key": "x"})
+    assert r.status_code == 401
+    r = await client.post(f"{API}/checkout", json=body(), headers=key("k-5"))
+    assert (r.status_code, r.json()["error"]) == (409, "cart_empty")
+    bad = body({"card_number": "42", "exp": "13/30", "cvc": "1"})
+    r = await client.post(f"{API}/checkout", json=bad, headers=key("k-6"))
+    assert r.status_code == 422
+    # The key of a request that changed nothing can be used again.
+    await fill_cart(maker, catalog["user"]["customer"], {catalog["product"]["cable"]: 1})
+    r = await client.post(f"{API}/checkout", json=body(), headers=key("k-5"))
+    assert r.status_code == 201
+    assert await count(maker, Order) == 1
+
+
+async def test_parallel_requests_with_one_key_make_one_order_and_one_charge(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    await fill_cart(maker, catalog["user"]["customer"], {catalog["product"]["cable"]: 1})
+    responses = await asyncio.gather(
+        *(client.post(f"{API}/checkout", json=body(), headers=key("same")) for _ in range(100))
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) <= {201, 409}
+    assert statuses.count(201) >= 1
+    assert all(
+        r.json()["error"] == "idempotency_key_in_progress"
+        for r in responses
+        if r.status_code == 409
+    )
+    assert await count(maker, Order) == 1
+    assert charges(app) == 1
+
+
+async def test_open_breaker_fails_fast_and_keeps_the_cart(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    sony, customer = catalog["product"]["sony"], catalog["user"]["customer"]
+    await fill_cart(maker, customer, {sony: 1})
+    app.state.gateway.breaker._open()
+    r = await client.post(f"{API}/checkout", json=body(), headers=key("k-7"))
+    assert (r.status_code, r.json()["error"]) == (503, "payment_unavailable")
+    assert await count(maker, Order) == 0
+    assert await cart_state(maker, customer) == {"lines": {sony: 1}, "reserved": {sony: 1}}
+    assert await stock_of(maker, sony) == [(10, 1), (5, 0)]
+
+
+async def test_another_users_order_is_404(
+    client: AsyncClient, catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
+) -> None:
+    await fill_cart(maker, catalog["user"]["customer"], {catalog["product"]["cable"]: 1})
+    order = (await client.post(f"{API}/checkout", json=body(), headers=key("k-8"))).json()
+    r = await client.get(f"{API}/orders/{order['id']}", headers=auth("acme"))
+    assert (r.status_code, r.json()["error"]) == (404, "order_not_found")
+    r = await client.post(f"{API}/orders/{order['id']}/cancel", headers=auth("acme"))
+    assert r.status_code == 404
+    mine = (await client.get(f"{API}/orders", headers=auth("customer"))).json()
+    assert [o["id"] for o in mine["items"]] == [order["id"]]
+    assert (await client.get(f"{API}/orders", headers=auth("acme"))).json()["items"] == []
+    r = await client.get(f"{API}/orders/{order['id']}", headers=auth("customer"))
+    assert r.json()["status"] == "paid"

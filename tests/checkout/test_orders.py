@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from emporium.kit.db import UnitOfWork
+from emporium.models import User
+from emporium.order.service import orders
+from emporium.order.tasks import PaymentReconciler
+from emporium.payment.gateway import Card
+from tests.checkout.helpers import ADDRESS, body, fill_cart, stock_of
+from tests.fixtures import auth
+
+API = "/api/v1"
+
+
+async def _paid_order(
+    client: AsyncClient,
+    maker: async_sessionmaker[AsyncSession],
+    catalog: dict[str, Any],
+    lines: dict[int, int],
+    k: str,
+) -> dict[str, Any]:
+    await fill_cart(maker, catalog["user"]["customer"], lines)
+    r = await client.post(
+        f"{API}/checkout", json=body(), headers={**auth("customer"), "Idempotency-Key": k}
+    )
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+async def test_customer_cancels_a_paid_order_and_is_refunded(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    sony = catalog["product"]["sony"]
+    order = await _paid_order(client, maker, catalog, {sony: 3}, "c-1")
+    assert await stock_of(maker, sony) == [(7, 0), (5, 0)]
+    r = await client.post(f"{API}/orders/{order['id']}/cancel", headers=auth("customer"))
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "cancelled"
+    assert [t["status"] for t in r.json()["timeline"]] == ["pending_payment", "paid", "cancelled"]
+    assert await stock_of(maker, sony) == [(10, 0), (5, 0)]
+    gateway = app.state.gateway.inner
+    assert [p.status.value for p in gateway._payments.values()] == ["refunded"]
+    r = await client.post(f"{API}/orders/{order['id']}/cancel", headers=auth("customer"))
+    assert (r.status_code, r.json()["error"]) == (409, "invalid_transition")
+
+
+async def test_ship_deliver_refund_with_restock(
+    client: AsyncClient, catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
+) -> None:
+    sony, w1, w2 = (
+        catalog["product"]["sony"],
+        catalog["warehouse"]["W1"],
+        catalog["warehouse"]["W2"],
+    )
+    order = await _paid_order(client, maker, catalog, {sony: 12}, "s-1")  # 10 from W1, 2 from W2
+    oid = order["id"]
+    r = await client.post(
+        f"{API}/orders/{oid}/ship",
+        json={"warehouse_id": w1, "tracking_number": "TRK1"},
+        headers=auth("globex"),
+    )
+    assert (r.status_code, r.json()["error"]) == (403, "not_order_seller")
+    r = await client.post(
+        f"{API}/orders/{oid}/ship",
+        json={"warehouse_id": w1, "tracking_number": "TRK1"},
+        headers=auth("acme"),
+    )
+    assert r.json()["status"] == "partially_shipped"
+    r = await client.post(
+        f"{API}/orders/{oid}/ship",
+        json={"warehouse_id": w1, "tracking_number": "TRK9"},
+        headers=auth("acme"),
+    )
+    assert (r.status_code, r.json()["error"]) == (409, "nothing_to_ship")
+    r = await client.post(f"{API}/orders/{oid}/deliver", headers=auth("admin"))
+    assert (r.status_code, r.json()["error"]) == (409, "invalid_transition")
+    r = await client.post(
+        f"{API}/orders/{oid}/ship",
+        json={"warehouse_id": w2, "tracking_number": "TRK2"},
+        headers=auth("admin"),
+    )
+    assert r.json()["status"] == "shipped"
+    assert [(s["warehouse_id"], s["tracking_number"]) for s in r.json()["shipments"]] == [
+        (w1, "TRK1"),
+        (w2, "TRK2"),
+    ]
+    r = await client.post(f"{API}/orders/{oid}/cancel", headers=auth("customer"))
+    assert (r.status_code, r.json()["error"]) == (409, "invalid_transition")
+    r = await client.post(f"{API}/orders/{oid}/deliver", headers=auth("acme"))
+    assert r.json()["status"] == "delivered"
+    r = await client.post(
+        f"{API}/orders/{oid}/refund", json={"restock": True}, headers=auth("acme")
+    )
+    assert r.status_code == 403
+    assert await stock_of(maker, sony) == [(0, 0), (3, 0)]
+    r = await client.post(
+        f"{API}/orders/{oid}/refund", json={"restock": True}, headers=auth("admin")
+    )
+    assert (r.json()["status"], r.json()["payment"]["status"]) == ("refunded", "refunded")
+    assert await stock_of(maker, sony) == [(10, 0), (5, 0)]
+    assert [t["status"] for t in r.json()["timeline"]] == [
+        "pending_payment",
+        "paid",
+        "partially_shipped",
+        "shipped",
+        "delivered",
+        "refunded",
+    ]
+    audit = (
+        await client.get(
+            f"{API}/admin/audit",
+            params={"resource_type": "order", "resource_id": str(oid)},
+            headers=auth("admin"),
+        )
+    ).json()
+    assert [a["action"] for a in audit] == ["order.refunded", "payment.completed", "order.created"]
+    assert (await client.get(f"{API}/admin/audit", headers=auth("customer"))).status_code == 403
+
+
+async def _pending_order(
+    app: FastAPI,
+    maker: async_sessionmaker[AsyncSession],
+    catalog: dict[str, Any],
+    lines: dict[int, int],
+) -> tuple[int, str]:
+    await fill_cart(maker, catalog["user"]["customer"], lines)
+    async with UnitOfWork(maker) as s:
+        user = await s.get(User, catalog["user"]["customer"])
+        assert user is not None
+        order, payment = await orders.create_from_cart(
+            s,
+            user,
+            ADDRESS,
+            idempotency_key=None,
+            gateway_name="simulated",
+            card_last4="4242",
+            reservation_ttl=timedelta(minutes=30),
+        )
+        return order.id, payment.idempotency_key
+
+
+async def test_reconciler_completes_a_charged_order_and_cancels_an_uncharged_one(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    sony, cable = catalog["product"]["sony"], catalog["product"]["cable"]
+    charged, charged_key = await _pending_order(app, maker, catalog, {sony: 1})
+    # The process died after the gateway charged the card but before recording it.
+    gateway = app.state.gateway
+    from decimal import Decimal
+
+    await gateway.authorize(
+        idempotency_key=charged_key,
+        amount=Decimal("349.99"),
+        currency="USD",
+        card=Card(number="4242424242424242", exp="12/30", cvc="123"),
+    )
+    uncharged, _ = await _pending_order(app, maker, catalog, {cable: 2})
+    assert await stock_of(maker, cable) == [(50, 2), (50, 0)]
+
+    reconciler = PaymentReconciler(maker, gateway, stale_after=timedelta(0))
+    assert await reconciler.run_once() == {"paid": 1, "cancelled": 1}
+    assert await reconciler.run_once() == {}
+    statuses = {
+        o: (await client.get(f"{API}/orders/{o}", headers=auth("customer"))).json()["status"]
+        for o in (charged, uncharged)
+    }
+    assert statuses == {charged: "paid", uncharged: "cancelled"}
+    assert await stock_of(maker, sony) == [(9, 0), (5, 0)]
+    assert await stock_of(maker, cable) == [(50, 0), (50, 0)]
+    assert gateway.inner.charges == 1
