@@ -1,5 +1,92 @@
 from __future__ import annotations
 
+import asyncio
+from typing import Annotated
+
 import typer
+from pydantic import TypeAdapter, ValidationError
+
+from emporium.accounts import schemas
+from emporium.config import Settings, get_settings
+from emporium.kit.errors import AppError
+from emporium.models import Role
 
 users_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
+
+_email: TypeAdapter[str] = TypeAdapter(schemas.Email)
+_password: TypeAdapter[str] = TypeAdapter(schemas.NewPassword)
+_name: TypeAdapter[str] = TypeAdapter(schemas.Name)
+
+
+def _valid(label: str, adapter: TypeAdapter[str], value: str) -> str:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise _fail(f"{label}: {exc.errors()[0]['msg']}") from exc
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"Error: {message}", err=True)
+    return typer.Exit(2)
+
+
+async def _create(
+    settings: Settings, email: str, password: str, role: Role, name: str, seller_id: int | None
+) -> int:
+    from emporium.accounts import service
+    from emporium.audit import service as audit
+    from emporium.kit.db import UnitOfWork, open_database
+
+    engine, maker = await open_database(settings)
+    try:
+        async with UnitOfWork(maker) as session:
+            user = await service.create_user(
+                session, email=email, password=password, role=role, name=name, seller_id=seller_id
+            )
+            # No actor: the operator at the shell is not a user.
+            audit.record(
+                session,
+                actor=None,
+                action="user.created",
+                entity_type="user",
+                entity_id=user.id,
+                old=None,
+                new={"email": user.email, "role": user.role, "seller_id": user.seller_id},
+            )
+            return user.id
+    finally:
+        await engine.dispose()
+
+
+@users_app.command()
+def create(
+    email: Annotated[str, typer.Argument(help="Login email (stored in lower case)")],
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            help="8-256 characters; prompted for when omitted",
+        ),
+    ],
+    role: Annotated[Role, typer.Option(case_sensitive=False, help="Account role")],
+    seller_id: Annotated[
+        int | None, typer.Option(min=1, help="Seller the account acts for (seller role)")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Display name")] = "",
+) -> None:
+    """Create an account (for example the first admin) and print its id."""
+    email = _valid("email", _email, email)
+    password = _valid("password", _password, password)
+    name = _valid("name", _name, name)
+    from emporium.kit.logging import configure_logging
+
+    configure_logging("WARNING", json=False)
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        user_id = asyncio.run(_create(settings, email, password, role, name, seller_id))
+    except AppError as exc:
+        raise _fail(str(exc.detail)) from exc
+    typer.echo(user_id)

@@ -1,5 +1,118 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from emporium.accounts import schemas
+from emporium.accounts import service as accounts
+from emporium.accounts.sessions import SESSION_COOKIE, SessionStoreUnavailable, session_store
+from emporium.auth.dependencies import CurrentUser, bearer_scheme, session_cookie_scheme
+from emporium.config import Settings
+from emporium.kit.db import SessionDep
+from emporium.kit.errors import Unauthorized
+from emporium.models import User
 
 router = APIRouter(prefix="/auth", tags=["accounts"])
+
+LoginHook = Callable[[AsyncSession, Request, User], Awaitable[None]]
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+@router.post(
+    "/register",
+    response_model=schemas.UserOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=accounts.EmailTaken.responses(),
+)
+async def register(session: SessionDep, body: schemas.RegisterRequest) -> schemas.UserOut:
+    """Create a customer account. It does not log in: call login next."""
+    user = await accounts.register(
+        session, email=body.email, password=body.password, name=body.name
+    )
+    return schemas.UserOut.model_validate(user)
+
+
+@router.post(
+    "/login",
+    response_model=schemas.LoginResponse,
+    responses={
+        **accounts.InvalidCredentials.responses(),
+        **SessionStoreUnavailable.responses(),
+    },
+)
+async def login(
+    request: Request, response: Response, session: SessionDep, body: schemas.LoginRequest
+) -> schemas.LoginResponse:
+    """Start a session: sets the ``emporium_session`` cookie and returns the same token
+    for ``Authorization: Bearer``.
+
+    Other packages react to a login through ``request.app.state.on_login``: a list of
+    ``async (session, request, user) -> None`` callables, awaited in order after the
+    credentials are accepted and inside the request's transaction (so a failing hook
+    fails the login and rolls back its writes). Missing or empty means no hooks.
+    """
+    user = await accounts.authenticate(session, email=body.email, password=body.password)
+    hooks: list[LoginHook] = getattr(request.app.state, "on_login", None) or []
+    for hook in hooks:
+        await hook(session, request, user)
+    store = session_store(request)
+    if store is None:
+        raise SessionStoreUnavailable("sessions are unavailable")
+    # Created last: if anything above fails, no token was handed out.
+    token = await store.create(user.id)
+    settings = _settings(request)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=store.ttl_seconds,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=settings.cookie_secure,
+    )
+    return schemas.LoginResponse(
+        token=token, expires_in=store.ttl_seconds, user=schemas.UserOut.model_validate(user)
+    )
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=SessionStoreUnavailable.responses(),
+)
+async def logout(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    cookie: Annotated[str | None, Depends(session_cookie_scheme)],
+) -> Response:
+    """End the presented session (header or cookie) and clear the cookie.
+
+    Idempotent: an unknown or expired session is not an error. API tokens are not revoked.
+    """
+    store = session_store(request)
+    if store is not None:
+        header = credentials.credentials if credentials is not None else None
+        for token in {t for t in (header, cookie) if t}:
+            await store.delete(token)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    response.delete_cookie(
+        SESSION_COOKIE,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=_settings(request).cookie_secure,
+    )
+    return response
+
+
+@router.get("/me", response_model=schemas.UserOut, responses=Unauthorized.responses())
+async def me(user: CurrentUser) -> schemas.UserOut:
+    return schemas.UserOut.model_validate(user)

@@ -1,27 +1,49 @@
-"""Typed authentication dependencies: the only way endpoints learn who is calling."""
+"""Typed authentication dependencies: the only way endpoints learn who is calling.
+
+Credentials come from ``Authorization: Bearer <token>`` or the ``emporium_session``
+cookie (the header wins when both are sent). A bearer value is first looked up as a
+login session in Valkey, then as an API token in the database.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
+from emporium.accounts.sessions import SESSION_COOKIE, session_store
 from emporium.auth.service import user_for_token
 from emporium.kit.db import ReadSessionDep
 from emporium.kit.errors import Forbidden, Unauthorized
 from emporium.models import Role, User
 
-_bearer = HTTPBearer(auto_error=False, description="API token: `Authorization: Bearer <token>`")
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="Session token from `POST /api/v1/auth/login`, or an API token",
+)
+session_cookie_scheme = APIKeyCookie(
+    name=SESSION_COOKIE, auto_error=False, description="Browser session set by login"
+)
 
 
 async def get_optional_user(
+    request: Request,
     session: ReadSessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    cookie: Annotated[str | None, Depends(session_cookie_scheme)],
 ) -> User | None:
-    if credentials is None:
+    token = credentials.credentials if credentials is not None else cookie
+    if not token:
         return None
-    user = await user_for_token(session, credentials.credentials)
+    user: User | None = None
+    store = session_store(request)
+    user_id = await store.user_id(token) if store is not None else None
+    if user_id is not None:
+        user = await session.get(User, user_id)
+    elif credentials is not None:
+        # Only a header may carry an API token; the cookie is for sessions alone.
+        user = await user_for_token(session, token)
     if user is None:
         raise Unauthorized("invalid or expired token")
     return user
