@@ -185,3 +185,19 @@ async def test_another_users_order_is_404(
     assert (await client.get(f"{API}/orders", headers=auth("acme"))).json()["items"] == []
     r = await client.get(f"{API}/orders/{order['id']}", headers=auth("customer"))
     assert r.json()["status"] == "paid"
+
+
+async def test_checkout_stays_within_its_statement_budget(
+    client: AsyncClient, catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
+) -> None:
+    from emporium.kit.metrics import DB_STATEMENTS
+
+    await fill_cart(maker, catalog["user"]["customer"], {catalog["product"]["sony"]: 1})
+    before = DB_STATEMENTS._value.get()
+    r = await client.post(f"{API}/checkout", json=body(), headers=key("budget"))
+    spent = DB_STATEMENTS._value.get() - before
+    assert r.status_code == 201
+    assert spent <= 20, spent
+    # The response built without reading back equals what a later read returns.
+    read = await client.get(f"{API}/orders/{r.json()['id']}", headers=auth("customer"))
+    assert read.json() == r.json()

@@ -136,7 +136,7 @@ async def _pending_order(
     async with UnitOfWork(maker) as s:
         user = await s.get(User, catalog["user"]["customer"])
         assert user is not None
-        order, payment = await orders.create_from_cart(
+        order, payment, _ = await orders.create_from_cart(
             s,
             user,
             ADDRESS,

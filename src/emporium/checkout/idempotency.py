@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from valkey.exceptions import ValkeyError
@@ -85,20 +85,24 @@ class IdempotencyStore:
             except (ValkeyError, OSError) as exc:
                 log.warning("idempotency.cache_unavailable", error=str(exc))
         async with self.maker() as session, session.begin():
-            await session.execute(
-                delete(IdempotencyKey).where(
-                    IdempotencyKey.user_id == user_id,
-                    IdempotencyKey.key == key,
-                    IdempotencyKey.expires_at < func.now(),
-                )
+            # One statement claims a new key or takes over an expired one.
+            stmt = insert(IdempotencyKey).values(user_id=user_id, key=key, request_hash=digest)
+            claimed_id = await session.scalar(
+                stmt.on_conflict_do_update(
+                    constraint="uq_idempotency_keys_user_key",
+                    set_={
+                        "request_hash": stmt.excluded.request_hash,
+                        "state": "processing",
+                        "response_status": None,
+                        "response_body": None,
+                        "order_id": None,
+                        "created_at": func.now(),
+                        "expires_at": func.now() + text("interval '24 hours'"),
+                    },
+                    where=IdempotencyKey.expires_at < func.now(),
+                ).returning(IdempotencyKey.id)
             )
-            inserted = await session.scalar(
-                insert(IdempotencyKey)
-                .values(user_id=user_id, key=key, request_hash=digest)
-                .on_conflict_do_nothing(constraint="uq_idempotency_keys_user_key")
-                .returning(IdempotencyKey.id)
-            )
-            if inserted is not None:
+            if claimed_id is not None:
                 return None
             row = await session.scalar(
                 select(IdempotencyKey).where(

@@ -19,7 +19,8 @@ from emporium.checkout.idempotency import IdempotencyStore, StoredResponse, requ
 from emporium.checkout.schemas import CheckoutRequest
 from emporium.kit.db import UnitOfWork
 from emporium.kit.errors import AppError
-from emporium.models import User
+from emporium.models import Order, OrderItem, User
+from emporium.order import schemas
 from emporium.order.errors import InvalidTransition
 from emporium.order.metrics import CHECKOUT_ATTEMPTS, CHECKOUT_SUCCESS
 from emporium.order.queries import serialize
@@ -33,6 +34,31 @@ log = structlog.get_logger(__name__)
 class PaymentUnavailableError(AppError):
     status_code = 503
     code = "payment_unavailable"
+
+
+def paid_response(order: Order, items: list[OrderItem], card_last4: str) -> dict[str, Any]:
+    """The 201 body, built from what the checkout already holds (no read-back)."""
+    assert order.paid_at is not None
+    return schemas.Order(
+        id=order.id,
+        status=order.status,
+        currency=order.currency,
+        subtotal=order.subtotal,
+        shipping_total=order.shipping_total,
+        total=order.total,
+        shipping_address=order.shipping_address,
+        items=[schemas.OrderItem.model_validate(i) for i in items],
+        timeline=[
+            schemas.TimelineEntry(status="pending_payment", note="", at=order.created_at),
+            schemas.TimelineEntry(status="paid", note="", at=order.paid_at),
+        ],
+        shipments=[],
+        payment=schemas.PaymentOut(
+            status="captured", amount=order.total, card_last4=card_last4, error_code=None
+        ),
+        created_at=order.created_at,
+        paid_at=order.paid_at,
+    ).model_dump(mode="json")
 
 
 def gateway_available(gateway: PaymentGateway) -> bool:
@@ -59,7 +85,7 @@ class CheckoutService:
                 # Fail fast before touching the cart: its reservations stay intact.
                 raise PaymentUnavailableError("the payment service is unavailable; try again later")
             async with UnitOfWork(self.maker) as session:
-                order, payment = await orders.create_from_cart(
+                order, payment, items = await orders.create_from_cart(
                     session,
                     user,
                     payload["shipping_address"],
@@ -113,8 +139,8 @@ class CheckoutService:
 
         try:
             async with UnitOfWork(self.maker) as session:
-                await orders.mark_paid(session, order_id, captured.id, user)
-                out = await self._order(session, order_id)
+                paid = await orders.mark_paid(session, order_id, captured.id, user)
+                out = paid_response(paid, items, body.payment.card_number[-4:])
         except InvalidTransition:
             # Cancelled while the card was being charged: give the money back.
             await self.gateway.refund(captured.id)
@@ -134,8 +160,7 @@ class CheckoutService:
         return response
 
     async def _order(self, session: AsyncSession, order_id: int) -> dict[str, Any]:
-        from emporium.models import Order
-
+        # Declines are rare; read the order back rather than rebuild it.
         order = await session.get(Order, order_id)
         assert order is not None
         return (await serialize(session, order)).model_dump(mode="json")

@@ -8,7 +8,7 @@ from typing import Annotated, NewType
 
 import asyncpg
 from fastapi import Depends, Request
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -23,6 +23,7 @@ from emporium.kit.embedded import (
     start_embedded_postgres,
     to_asyncpg_url,
 )
+from emporium.kit.metrics import DB_STATEMENTS
 
 # Reads take the read type so they can later be routed to a replica.
 AsyncReadSession = NewType("AsyncReadSession", AsyncSession)
@@ -64,7 +65,15 @@ async def open_database(settings: Settings) -> tuple[AsyncEngine, async_sessionm
 
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    engine = create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+    event.listen(engine.sync_engine, "before_cursor_execute", _count_statement)
+    return engine
+
+
+def _count_statement(*_: object) -> None:
+    DB_STATEMENTS.inc()
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -34,6 +34,7 @@ OUTBOX_DISPATCHED = Counter(
     "emporium_outbox_events_dispatched_total", "Outbox events delivered", ["topic"]
 )
 OUTBOX_LAG = Gauge("emporium_outbox_pending_events", "Outbox events not yet delivered")
+DB_STATEMENTS = Counter("emporium_db_statements", "SQL statements sent to PostgreSQL")
 CACHE_REQUESTS = Counter("emporium_cache_requests_total", "Product cache lookups", ["result"])
 
 

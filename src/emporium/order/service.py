@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -53,13 +53,16 @@ class OrderService:
         status: OrderStatus,
         actor: User | None,
         note: str = "",
+        at: datetime | None = None,
     ) -> None:
+        # Timestamps are set here so a response built from memory matches the stored rows.
         session.add(
             OrderEvent(
                 order_id=order.id,
                 status=status.value,
                 note=note,
                 actor_user_id=actor.id if actor else None,
+                created_at=at or datetime.now(UTC),
             )
         )
         ORDERS.labels(status.value).inc()
@@ -87,23 +90,23 @@ class OrderService:
         gateway_name: str,
         card_last4: str | None,
         reservation_ttl: timedelta,
-    ) -> tuple[Order, Payment]:
+    ) -> tuple[Order, Payment, list[OrderItem]]:
         """Turn the cart's reservations into the order's allocations (step 1 of checkout)."""
-        cart = await session.scalar(select(Cart).where(Cart.user_id == user.id).with_for_update())
-        if cart is None:
+        # Locking the cart row serialises checkouts of the same cart.
+        rows = (
+            await session.execute(
+                select(Cart.id, CartItem, Product)
+                .join(CartItem, CartItem.cart_id == Cart.id)
+                .join(Product, Product.id == CartItem.product_id)
+                .where(Cart.user_id == user.id)
+                .order_by(CartItem.product_id)
+                .with_for_update(of=Cart)
+            )
+        ).all()
+        if not rows:
             raise CartEmpty("the cart is empty")
-        lines = list(
-            (
-                await session.execute(
-                    select(CartItem, Product)
-                    .join(Product, Product.id == CartItem.product_id)
-                    .where(CartItem.cart_id == cart.id)
-                    .order_by(CartItem.product_id)
-                )
-            ).all()
-        )
-        if not lines:
-            raise CartEmpty("the cart is empty")
+        cart_id = rows[0][0]
+        lines = [(item, product) for _, item, product in rows]
         unavailable = [p.id for _, p in lines if not p.is_active]
         if unavailable:
             raise ProductUnavailable("some products are no longer sold", product_ids=unavailable)
@@ -111,7 +114,7 @@ class OrderService:
             (
                 await session.execute(
                     select(Reservation)
-                    .where(Reservation.cart_id == cart.id)
+                    .where(Reservation.cart_id == cart_id)
                     .order_by(Reservation.id)
                     .with_for_update()
                 )
@@ -126,7 +129,7 @@ class OrderService:
             if missing > 0:  # a hold lapsed and was reaped: take it again, or fail with 409
                 reservations += await reserve(
                     session,
-                    cart_id=cart.id,
+                    cart_id=cart_id,
                     product_id=item.product_id,
                     quantity=missing,
                     until=until,
@@ -134,7 +137,10 @@ class OrderService:
         subtotal = sum(
             ((p.price * item.quantity).quantize(CENT) for item, p in lines), Decimal("0.00")
         )
+        now = datetime.now(UTC)
         order = Order(
+            created_at=now,
+            updated_at=now,
             user_id=user.id,
             status=OrderStatus.pending_payment.value,
             subtotal=subtotal,
@@ -145,18 +151,19 @@ class OrderService:
         )
         session.add(order)
         await session.flush()
-        for item, p in lines:
-            session.add(
-                OrderItem(
-                    order_id=order.id,
-                    product_id=p.id,
-                    seller_id=p.seller_id,
-                    title=p.title,
-                    unit_price=p.price,
-                    quantity=item.quantity,
-                    line_total=(p.price * item.quantity).quantize(CENT),
-                )
+        items = [
+            OrderItem(
+                order_id=order.id,
+                product_id=p.id,
+                seller_id=p.seller_id,
+                title=p.title,
+                unit_price=p.price,
+                quantity=item.quantity,
+                line_total=(p.price * item.quantity).quantize(CENT),
             )
+            for item, p in lines
+        ]
+        session.add_all(items)
         per_wh: dict[tuple[int, int], int] = defaultdict(int)
         wanted = {item.product_id: item.quantity for item, _ in lines}
         for r in reservations:
@@ -170,9 +177,12 @@ class OrderService:
         )
         # The held units stay in stock.reserved: they now belong to the order, not the cart.
         await session.execute(
-            delete(Reservation).where(Reservation.id.in_([r.id for r in reservations]))
+            text(
+                "WITH gone AS (DELETE FROM reservations WHERE id = ANY(:ids)) "
+                "DELETE FROM cart_items WHERE cart_id = :cart_id"
+            ),
+            {"ids": [r.id for r in reservations], "cart_id": cart_id},
         )
-        await session.execute(delete(CartItem).where(CartItem.cart_id == cart.id))
         payment = Payment(
             order_id=order.id,
             gateway=gateway_name,
@@ -182,7 +192,7 @@ class OrderService:
             card_last4=card_last4,
         )
         session.add(payment)
-        await self._event(session, order, OrderStatus.pending_payment, user)
+        await self._event(session, order, OrderStatus.pending_payment, user, at=now)
         audit.record(
             session,
             actor=user,
@@ -194,7 +204,7 @@ class OrderService:
         )
         record_event(session, "order.created", "order", order.id)
         await session.flush()
-        return order, payment
+        return order, payment, items
 
     async def lock(self, session: AsyncSession, order_id: int) -> Order:
         order = await OrderRepository.from_session(session).lock(order_id)
@@ -210,17 +220,26 @@ class OrderService:
     async def mark_paid(
         self, session: AsyncSession, order_id: int, gateway_payment_id: str, actor: User | None
     ) -> Order:
-        order = await self.lock(session, order_id)
-        if order.status == OrderStatus.paid.value:
-            return order  # a redelivered success is a no-op
-        await self._transition(session, order, OrderStatus.paid, actor)
-        order.paid_at = datetime.now(UTC)
-        repo = OrderRepository.from_session(session)
-        allocations = await repo.allocations(order.id, "held")
-        await repo.take_held(allocations)
-        payment = await self._payment(session, order.id)
-        if payment is not None:
-            payment.status, payment.gateway_payment_id = "captured", gateway_payment_id
+        now = datetime.now(UTC)
+        order = await session.scalar(
+            update(Order)
+            .where(Order.id == order_id, Order.status == OrderStatus.pending_payment.value)
+            .values(status=OrderStatus.paid.value, paid_at=now, updated_at=now)
+            .returning(Order)
+        )
+        if order is None:
+            order = await self.lock(session, order_id)
+            if order.status == OrderStatus.paid.value:
+                return order  # a redelivered success is a no-op
+            check_transition(order.status, OrderStatus.paid)
+        await self._event(session, order, OrderStatus.paid, actor, at=now)
+        record_event(session, "order.paid", "order", order.id)
+        allocations = await OrderRepository.from_session(session).take_all_held(order.id)
+        await session.execute(
+            update(Payment)
+            .where(Payment.order_id == order.id, Payment.status == "pending")
+            .values(status="captured", gateway_payment_id=gateway_payment_id, updated_at=now)
+        )
         audit.record(
             session,
             actor=actor,
