@@ -16,7 +16,9 @@ from starlette.routing import Route
 
 from emporium import __version__
 from emporium.accounts.endpoints import router as accounts_router
+from emporium.cart.endpoints import install as install_cart
 from emporium.cart.endpoints import router as cart_router
+from emporium.cart.tasks import ReservationReaper
 from emporium.catalog.endpoints import router as catalog_router
 from emporium.checkout.endpoints import router as checkout_router
 from emporium.checkout.idempotency import IdempotencyStore
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     app.include_router(search_router, prefix="/api/v1")
     app.include_router(accounts_router, prefix="/api/v1")
     app.include_router(cart_router, prefix="/api/v1")
+    install_cart(app)
     app.include_router(checkout_router, prefix="/api/v1")
     app.include_router(order_router, prefix="/api/v1")
     app.include_router(health_router)
@@ -143,8 +146,10 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
     app.state.reconciler = PaymentReconciler(
         maker, gateway, stale_after=timedelta(seconds=settings.payment_timeout_seconds * 3)
     )
+    app.state.reaper = ReservationReaper(maker, cache=cache)
     if background:
         app.state.reconciler.start()
+        app.state.reaper.start()
         if not await asyncio.to_thread(index.exists):
             # Searches fall back to PostgreSQL until the first build is done.
             app.state.rebuild_task = asyncio.create_task(rebuild(maker, index))
@@ -154,6 +159,7 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
 
 async def shutdown(app: FastAPI) -> None:
     state = app.state
+    await state.reaper.stop()
     await state.reconciler.stop()
     await state.gateway.aclose()
     await state.dispatcher.stop()

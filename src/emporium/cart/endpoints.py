@@ -1,5 +1,129 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Cookie, Depends, FastAPI, Request, Response, status
+
+from emporium.auth.dependencies import OptionalUser
+from emporium.cart import schemas
+from emporium.cart import service as cart
+from emporium.catalog.endpoints import ProductId, invalidate_product
+from emporium.catalog.errors import ProductNotFound
+from emporium.config import Settings
+from emporium.inventory.reservations import InsufficientStock
+from emporium.kit.db import SessionDep
+from emporium.kit.errors import Unauthorized
 
 router = APIRouter(prefix="/cart", tags=["cart"])
+
+GUEST_COOKIE_MAX_AGE = 30 * 24 * 3600
+
+
+async def cart_owner(
+    user: OptionalUser,
+    emporium_cart: Annotated[str | None, Cookie(max_length=128)] = None,
+) -> cart.CartOwner:
+    # A signed-in user's cart is theirs alone; the guest cookie is merged at login.
+    if user is not None:
+        return cart.CartOwner(user=user)
+    return cart.CartOwner(user=None, guest_token=emporium_cart)
+
+
+Owner = Annotated[cart.CartOwner, Depends(cart_owner)]
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _ttl(request: Request) -> timedelta:
+    return timedelta(seconds=_settings(request).reservation_ttl_seconds)
+
+
+def _set_guest_cookie(request: Request, response: Response, token: str) -> None:
+    response.set_cookie(
+        cart.CART_COOKIE,
+        token,
+        max_age=GUEST_COOKIE_MAX_AGE,
+        httponly=True,
+        samesite="lax",
+        secure=_settings(request).cookie_secure,
+    )
+
+
+@router.get("", response_model=schemas.CartView, responses=Unauthorized.responses())
+async def get_cart(request: Request, session: SessionDep, owner: Owner) -> schemas.CartView:
+    """The caller's cart. Viewing it extends its reservations."""
+    return await cart.view(session, owner, ttl=_ttl(request))
+
+
+@router.post(
+    "/items",
+    response_model=schemas.CartView,
+    responses={
+        **Unauthorized.responses(),
+        **ProductNotFound.responses(),
+        **InsufficientStock.responses(),
+    },
+)
+async def add_item(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    owner: Owner,
+    body: schemas.CartItemAdd,
+) -> schemas.CartView:
+    """Add units of a product; they are reserved until the cart is left untouched too long."""
+    result, token = await cart.add_item(
+        session, owner, body.product_id, body.quantity, ttl=_ttl(request)
+    )
+    if token is not None:
+        _set_guest_cookie(request, response, token)
+    invalidate_product(request, body.product_id)
+    return result
+
+
+@router.patch(
+    "/items/{product_id}",
+    response_model=schemas.CartView,
+    responses={
+        **Unauthorized.responses(),
+        **cart.CartItemNotFound.responses(),
+        **InsufficientStock.responses(),
+    },
+)
+async def update_item(
+    request: Request,
+    session: SessionDep,
+    owner: Owner,
+    product_id: ProductId,
+    body: schemas.CartItemUpdate,
+) -> schemas.CartView:
+    """Set a line's quantity (1-1000); use DELETE to remove it."""
+    result = await cart.update_item(session, owner, product_id, body.quantity, ttl=_ttl(request))
+    invalidate_product(request, product_id)
+    return result
+
+
+@router.delete(
+    "/items/{product_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**Unauthorized.responses(), **cart.CartItemNotFound.responses()},
+)
+async def remove_item(
+    request: Request, session: SessionDep, owner: Owner, product_id: ProductId
+) -> Response:
+    await cart.remove_item(session, owner, product_id)
+    invalidate_product(request, product_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def install(app: FastAPI) -> None:
+    """Register the cart's login hook (merging a guest cart into the user's)."""
+    hooks = getattr(app.state, "on_login", None)
+    if hooks is None:
+        hooks = app.state.on_login = []
+    if cart.merge_guest_cart not in hooks:
+        hooks.append(cart.merge_guest_cart)

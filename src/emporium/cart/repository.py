@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import NamedTuple
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from emporium.kit.repository import Repository
+from emporium.models import Cart, CartItem, Product, Reservation, Stock
+
+
+class LineRow(NamedTuple):
+    product_id: int
+    title: str
+    unit_price: Decimal
+    quantity: int
+    reserved_until: datetime | None
+    available: int
+
+
+class CartRepository(Repository):
+    async def find(
+        self, *, user_id: int | None = None, token_hash: str | None = None, lock: bool = False
+    ) -> Cart | None:
+        if user_id is not None:
+            stmt = select(Cart).where(Cart.user_id == user_id)
+        elif token_hash is not None:
+            stmt = select(Cart).where(Cart.guest_token_hash == token_hash)
+        else:
+            return None
+        if lock:
+            # The cart row lock serialises every change to one cart.
+            stmt = stmt.with_for_update()
+        return await self.session.scalar(stmt.execution_options(populate_existing=True))
+
+    async def for_user(self, user_id: int) -> Cart:
+        """The user's cart, created if missing; locked."""
+        # ON CONFLICT: two first requests of one user at once must not fail.
+        await self.session.execute(
+            insert(Cart).values(user_id=user_id).on_conflict_do_nothing(index_elements=["user_id"])
+        )
+        cart = await self.find(user_id=user_id, lock=True)
+        assert cart is not None
+        return cart
+
+    async def create_guest(self, token_hash: str) -> Cart:
+        cart = Cart(guest_token_hash=token_hash)
+        self.session.add(cart)
+        await self.session.flush()
+        return cart
+
+    async def delete(self, cart_id: int) -> None:
+        await self.session.execute(delete(CartItem).where(CartItem.cart_id == cart_id))
+        await self.session.execute(
+            delete(Cart).where(Cart.id == cart_id).execution_options(synchronize_session=False)
+        )
+
+    async def slide(self, cart_id: int, until: datetime) -> None:
+        """Push back the expiry of all the cart's reservations (and lock them)."""
+        await self.session.execute(
+            update(Reservation)
+            .where(Reservation.cart_id == cart_id)
+            .values(reserved_until=until)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def line_quantity(self, cart_id: int, product_id: int) -> int | None:
+        value = await self.session.scalar(
+            select(CartItem.quantity).where(
+                CartItem.cart_id == cart_id, CartItem.product_id == product_id
+            )
+        )
+        return None if value is None else int(value)
+
+    async def add_to_line(self, cart_id: int, product_id: int, quantity: int) -> None:
+        stmt = insert(CartItem).values(cart_id=cart_id, product_id=product_id, quantity=quantity)
+        await self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[CartItem.cart_id, CartItem.product_id],
+                set_={"quantity": CartItem.quantity + stmt.excluded.quantity},
+            )
+        )
+
+    async def set_line(self, cart_id: int, product_id: int, quantity: int) -> None:
+        await self.session.execute(
+            update(CartItem)
+            .where(CartItem.cart_id == cart_id, CartItem.product_id == product_id)
+            .values(quantity=quantity)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def delete_line(self, cart_id: int, product_id: int) -> None:
+        await self.session.execute(
+            delete(CartItem)
+            .where(CartItem.cart_id == cart_id, CartItem.product_id == product_id)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def reservation_ids(self, cart_id: int, product_id: int | None = None) -> list[int]:
+        stmt = select(Reservation.id).where(Reservation.cart_id == cart_id)
+        if product_id is not None:
+            stmt = stmt.where(Reservation.product_id == product_id)
+        return list(await self.session.scalars(stmt.order_by(Reservation.id)))
+
+    async def move_reservations(self, from_cart_id: int, to_cart_id: int) -> None:
+        await self.session.execute(
+            update(Reservation)
+            .where(Reservation.cart_id == from_cart_id)
+            .values(cart_id=to_cart_id)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def raw_lines(self, cart_id: int) -> list[tuple[int, int]]:
+        rows = await self.session.execute(
+            select(CartItem.product_id, CartItem.quantity)
+            .where(CartItem.cart_id == cart_id)
+            .order_by(CartItem.product_id)
+        )
+        return [(int(p), int(q)) for p, q in rows.all()]
+
+    async def lines(self, cart_id: int) -> Sequence[LineRow]:
+        held = (
+            select(
+                Reservation.product_id,
+                func.min(Reservation.reserved_until).label("reserved_until"),
+            )
+            .where(Reservation.cart_id == cart_id)
+            .group_by(Reservation.product_id)
+            .subquery()
+        )
+        free = (
+            select(
+                Stock.product_id,
+                func.coalesce(func.sum(Stock.quantity - Stock.reserved), 0).label("available"),
+            )
+            .where(
+                Stock.product_id.in_(select(CartItem.product_id).where(CartItem.cart_id == cart_id))
+            )
+            .group_by(Stock.product_id)
+            .subquery()
+        )
+        rows = await self.session.execute(
+            select(
+                CartItem.product_id,
+                Product.title,
+                Product.price,
+                CartItem.quantity,
+                held.c.reserved_until,
+                func.coalesce(free.c.available, 0),
+            )
+            .join(Product, Product.id == CartItem.product_id)
+            .outerjoin(held, held.c.product_id == CartItem.product_id)
+            .outerjoin(free, free.c.product_id == CartItem.product_id)
+            .where(CartItem.cart_id == cart_id)
+            .order_by(CartItem.added_at, CartItem.product_id)
+        )
+        return [
+            LineRow(int(p), t, price, int(q), until, int(avail))
+            for p, t, price, q, until, avail in rows.all()
+        ]

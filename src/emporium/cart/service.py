@@ -1,0 +1,213 @@
+"""Cart use cases. Every change to a line reserves or releases its stock in the same
+transaction; services flush, never commit.
+
+A mutating request locks the cart row first, then slides (and so locks) the cart's
+reservations before it touches stock: the lock order of emporium.inventory.reservations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from emporium.cart import schemas
+from emporium.cart.repository import CartRepository
+from emporium.catalog.errors import ProductNotFound
+from emporium.catalog.repository import ProductRepository
+from emporium.inventory.reservations import release, release_units, reserve
+from emporium.kit.errors import InvalidInput, NotFound
+from emporium.models import Cart, User
+
+CART_COOKIE = "emporium_cart"
+CENT = Decimal("0.01")
+
+
+class CartItemNotFound(NotFound):
+    code = "cart_item_not_found"
+
+
+class QuantityLimitExceeded(InvalidInput):
+    code = "quantity_limit_exceeded"
+
+
+@dataclass(frozen=True)
+class CartOwner:
+    """Who the cart belongs to: the signed-in user, else the guest cookie's token."""
+
+    user: User | None
+    guest_token: str | None = None
+
+
+def hash_cart_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _until(ttl: timedelta) -> datetime:
+    return datetime.now(UTC) + ttl
+
+
+async def _find(session: AsyncSession, owner: CartOwner) -> Cart | None:
+    repo = CartRepository.from_session(session)
+    if owner.user is not None:
+        return await repo.find(user_id=owner.user.id, lock=True)
+    if owner.guest_token:
+        return await repo.find(token_hash=hash_cart_token(owner.guest_token), lock=True)
+    return None
+
+
+async def _find_or_create(session: AsyncSession, owner: CartOwner) -> tuple[Cart, str | None]:
+    """The owner's cart (locked) and, for a new guest cart, the token for its cookie."""
+    repo = CartRepository.from_session(session)
+    if owner.user is not None:
+        return await repo.for_user(owner.user.id), None
+    cart = await _find(session, owner)
+    if cart is not None:
+        return cart, None
+    # A fresh token, never the one the client sent: a client cannot choose its cart key.
+    token = secrets.token_urlsafe(32)
+    return await repo.create_guest(hash_cart_token(token)), token
+
+
+async def _require_active_product(session: AsyncSession, product_id: int) -> None:
+    product = await ProductRepository.from_session(session).get(product_id)
+    if product is None or not product.is_active:
+        raise ProductNotFound(f"product {product_id} does not exist")
+
+
+def _check_limit(quantity: int) -> None:
+    if quantity > schemas.MAX_LINE_QUANTITY:
+        raise QuantityLimitExceeded(
+            f"a cart line holds at most {schemas.MAX_LINE_QUANTITY} units",
+            max_quantity=schemas.MAX_LINE_QUANTITY,
+        )
+
+
+def empty_cart() -> schemas.CartView:
+    return schemas.CartView(lines=[], subtotal=Decimal("0.00"), item_count=0)
+
+
+async def render(session: AsyncSession, cart_id: int) -> schemas.CartView:
+    lines = [
+        schemas.CartLine(
+            product_id=row.product_id,
+            title=row.title,
+            unit_price=row.unit_price,
+            quantity=row.quantity,
+            line_total=(row.unit_price * row.quantity).quantize(CENT),
+            reserved_until=row.reserved_until,
+            available=row.available,
+        )
+        for row in await CartRepository.from_session(session).lines(cart_id)
+    ]
+    return schemas.CartView(
+        lines=lines,
+        subtotal=sum((line.line_total for line in lines), Decimal("0.00")),
+        item_count=sum(line.quantity for line in lines),
+    )
+
+
+async def view(session: AsyncSession, owner: CartOwner, *, ttl: timedelta) -> schemas.CartView:
+    """The owner's cart; looking at it keeps its reservations alive."""
+    cart = await _find(session, owner)
+    if cart is None:
+        return empty_cart()
+    await CartRepository.from_session(session).slide(cart.id, _until(ttl))
+    return await render(session, cart.id)
+
+
+async def add_item(
+    session: AsyncSession, owner: CartOwner, product_id: int, quantity: int, *, ttl: timedelta
+) -> tuple[schemas.CartView, str | None]:
+    """Add units to a line, reserving them; returns the cart and a new guest token if any."""
+    await _require_active_product(session, product_id)
+    cart, token = await _find_or_create(session, owner)
+    repo = CartRepository.from_session(session)
+    until = _until(ttl)
+    await repo.slide(cart.id, until)
+    current = await repo.line_quantity(cart.id, product_id) or 0
+    _check_limit(current + quantity)
+    await reserve(
+        session,
+        cart_id=cart.id,
+        product_id=product_id,
+        quantity=quantity,
+        until=until,
+        actor=owner.user,
+    )
+    await repo.add_to_line(cart.id, product_id, quantity)
+    return await render(session, cart.id), token
+
+
+async def update_item(
+    session: AsyncSession, owner: CartOwner, product_id: int, quantity: int, *, ttl: timedelta
+) -> schemas.CartView:
+    """Set a line's quantity: reserve the difference, or release the newest holds first."""
+    cart = await _find(session, owner)
+    if cart is None:
+        raise CartItemNotFound(f"product {product_id} is not in the cart")
+    repo = CartRepository.from_session(session)
+    until = _until(ttl)
+    await repo.slide(cart.id, until)
+    current = await repo.line_quantity(cart.id, product_id)
+    if current is None:
+        raise CartItemNotFound(f"product {product_id} is not in the cart")
+    _check_limit(quantity)
+    if quantity > current:
+        await _require_active_product(session, product_id)
+        await reserve(
+            session,
+            cart_id=cart.id,
+            product_id=product_id,
+            quantity=quantity - current,
+            until=until,
+            actor=owner.user,
+        )
+    elif quantity < current:
+        await release_units(
+            session,
+            cart_id=cart.id,
+            product_id=product_id,
+            quantity=current - quantity,
+            actor=owner.user,
+        )
+    if quantity != current:
+        await repo.set_line(cart.id, product_id, quantity)
+    return await render(session, cart.id)
+
+
+async def remove_item(session: AsyncSession, owner: CartOwner, product_id: int) -> None:
+    """Remove a line and release its reservations."""
+    cart = await _find(session, owner)
+    repo = CartRepository.from_session(session)
+    if cart is None or await repo.line_quantity(cart.id, product_id) is None:
+        raise CartItemNotFound(f"product {product_id} is not in the cart")
+    await release(session, await repo.reservation_ids(cart.id, product_id), actor=owner.user)
+    await repo.delete_line(cart.id, product_id)
+
+
+async def merge_guest_cart(session: AsyncSession, request: Request, user: User) -> None:
+    """Login hook: move the guest cart's lines and reservations into the user's cart.
+
+    Quantities of the same product are summed; reservations keep their warehouses and
+    expiry and only change cart, so no stock moves.
+    """
+    token = request.cookies.get(CART_COOKIE)
+    if not token:
+        return
+    repo = CartRepository.from_session(session)
+    guest = await repo.find(token_hash=hash_cart_token(token), lock=True)
+    if guest is None:
+        return
+    target = await repo.for_user(user.id)
+    # Reservations first (they are locked before cart lines everywhere), then the lines.
+    await repo.move_reservations(guest.id, target.id)
+    for product_id, quantity in await repo.raw_lines(guest.id):
+        await repo.add_to_line(target.id, product_id, quantity)
+    await repo.delete(guest.id)
+    await session.flush()
