@@ -183,6 +183,10 @@ async def flash(
             qty,
         )
     tokens = await make_users(conn, buyers, "flash")
+    sold_before = await conn.fetchval(
+        "SELECT coalesce(sum(quantity), 0) FROM order_allocations WHERE product_id = $1 AND state = 'committed'",
+        pid,
+    )
     stats = Stats()
     gate = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -207,6 +211,7 @@ async def flash(
     bad = await conn.fetchval(
         "SELECT count(*) FROM stock WHERE quantity < 0 OR reserved < 0 OR reserved > quantity"
     )
+    sold -= sold_before
     oversold = max(0, sold - units)
     print(
         f"flash sale: {buyers} buyers, 1 product with {units} units, {concurrency} concurrent, {elapsed:.1f}s"

@@ -38,29 +38,36 @@ async def _titles(client: AsyncClient, **params: Any) -> tuple[dict[str, Any], l
     return body, [i["title"].lower() for i in body["items"]]
 
 
-@pytest.mark.parametrize("bestbuy", FILES, indirect=True)
-async def test_real_catalog_relevance(client: AsyncClient, bestbuy: int) -> None:
-    body, titles = await _titles(client, q="iphone 7 case")
-    assert body["corrected"] is False
-    assert all("iphone" in t and "7" in t and "case" in t for t in titles), titles
+# Defined only when the data set is present, so a checkout without it has nothing to skip.
+if FILES:
 
-    body, titles = await _titles(client, q="samsung galaxy")
-    assert all("samsung" in t and "galaxy" in t for t in titles), titles
+    @pytest.mark.parametrize("bestbuy", FILES, indirect=True)
+    async def test_real_catalog_relevance(client: AsyncClient, bestbuy: int) -> None:
+        body, titles = await _titles(client, q="iphone 7 case")
+        assert body["corrected"] is False
+        assert all("iphone" in t and "7" in t and "case" in t for t in titles), titles
 
-    body, titles = await _titles(client, q='"screen protector"', brand="ZAGG")
-    assert body["total"] > 0
-    assert all("screen protector" in t for t in titles), titles
+        body, titles = await _titles(client, q="samsung galaxy")
+        assert all("samsung" in t and "galaxy" in t for t in titles), titles
 
-    body, titles = await _titles(client, q="otterbx defender")
-    assert body["corrected"] is True
-    assert all("otterbox" in t and "defender" in t for t in titles), titles
+        body, titles = await _titles(client, q='"screen protector"', brand="ZAGG")
+        assert body["total"] > 0
+        assert all("screen protector" in t for t in titles), titles
 
-    body, _ = await _titles(client, q="charger")
-    facets = body["facets"]
-    assert sum(b["count"] for b in facets["price_range"]) == body["total"]
-    assert sum(s["count"] for s in facets["in_stock"]) == body["total"]
-    assert facets["category"][0]["count"] >= facets["category"][-1]["count"]
+        body, titles = await _titles(client, q="otterbx defender")
+        assert body["corrected"] is True
+        assert all("otterbox" in t and "defender" in t for t in titles), titles
 
-    suggest = (await client.get("/api/v1/search/suggest", params={"q": "otter"})).json()
-    assert suggest["suggestions"][0] == {"text": "OtterBox", "kind": "brand", "product_id": None}
-    assert all("otter" in s["text"].lower() for s in suggest["suggestions"])
+        body, _ = await _titles(client, q="charger")
+        facets = body["facets"]
+        assert sum(b["count"] for b in facets["price_range"]) == body["total"]
+        assert sum(s["count"] for s in facets["in_stock"]) == body["total"]
+        assert facets["category"][0]["count"] >= facets["category"][-1]["count"]
+
+        suggest = (await client.get("/api/v1/search/suggest", params={"q": "otter"})).json()
+        assert suggest["suggestions"][0] == {
+            "text": "OtterBox",
+            "kind": "brand",
+            "product_id": None,
+        }
+        assert all("otter" in s["text"].lower() for s in suggest["suggestions"])

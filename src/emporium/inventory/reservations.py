@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emporium.audit import service as audit
@@ -136,6 +136,29 @@ async def reserve(
     """
     if quantity <= 0:
         raise ValueError("quantity must be positive")
+    # Refuse without touching the row locks when a plain read already shows too little
+    # and no expired hold could be reclaimed: in a sell-out most buyers end here, and
+    # they must not queue behind the buyers who actually get stock.
+    row = (
+        await session.execute(
+            select(
+                select(func.coalesce(func.sum(Stock.quantity - Stock.reserved), 0))
+                .where(Stock.product_id == product_id)
+                .scalar_subquery(),
+                exists()
+                .where(
+                    Reservation.product_id == product_id, Reservation.reserved_until < func.now()
+                )
+                .correlate(None),
+            )
+        )
+    ).one()
+    if int(row[0]) < quantity and not row[1]:
+        RESERVATIONS.labels("insufficient").inc()
+        raise InsufficientStock(
+            f"only {int(row[0])} units of product {product_id} are available",
+            available=max(int(row[0]), 0),
+        )
     free = await _lock_free_stock(session, product_id)
     available = sum(max(f, 0) for _, f in free)
     if available < quantity and await release_expired(session, product_id=product_id):
