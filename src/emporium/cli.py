@@ -74,17 +74,37 @@ def migrate() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes")] = 1,
 ) -> None:
     """Serve the API (and storefront) with uvicorn."""
     import uvicorn
 
+    from emporium.kit.embedded import start_embedded_valkey
     from emporium.main import create_app
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _migrate(settings)
     console.print(f"Emporium on [bold]http://{host}:{port}[/bold]  (API docs: /docs)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+        return
+    # Start the embedded Valkey here so the worker processes all join the same one
+    # (they join the embedded PostgreSQL on their own).
+    valkey = None if settings.valkey_url else start_embedded_valkey(settings.valkey_dir)
+    try:
+        uvicorn.run(
+            "emporium.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+        )
+    finally:
+        if valkey is not None:
+            valkey.stop()
 
 
 async def _reindex(settings: Settings, maker: Any) -> tuple[str, int]:

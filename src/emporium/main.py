@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -35,6 +36,7 @@ from emporium.kit.db import (
 )
 from emporium.kit.embedded import EmbeddedValkey, start_embedded_valkey
 from emporium.kit.errors import install_error_handlers
+from emporium.kit.leader import Leadership
 from emporium.kit.logging import CorrelationIdMiddleware, configure_logging
 from emporium.kit.metrics import PrometheusMiddleware, metrics_endpoint
 from emporium.kit.outbox import OutboxDispatcher
@@ -147,28 +149,51 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
         maker, gateway, stale_after=timedelta(seconds=settings.payment_timeout_seconds * 3)
     )
     app.state.reaper = ReservationReaper(maker, cache=cache)
-    if background:
+
+    async def run_background_jobs() -> None:
         app.state.reconciler.start()
         app.state.reaper.start()
         if not await asyncio.to_thread(index.exists):
             # Searches fall back to PostgreSQL until the first build is done.
             app.state.rebuild_task = asyncio.create_task(rebuild(maker, index))
         dispatcher.start()
+
+    app.state.leadership = Leadership(
+        settings.data_dir.resolve() / "background.lock", run_background_jobs
+    )
+    if background:
+        # Of several server processes on one data directory, one runs the jobs.
+        if app.state.leadership.try_acquire():
+            app.state.leadership.is_leader = True
+            await run_background_jobs()
+        else:
+            app.state.leadership.start()
     log.info("emporium.started", version=__version__, embedded_db=settings.database_url is None)
 
 
 async def shutdown(app: FastAPI) -> None:
     state = app.state
-    await state.reaper.stop()
-    await state.reconciler.stop()
-    await state.gateway.aclose()
-    await state.dispatcher.stop()
+
+    async def step(name: str, action: Any) -> None:
+        # One failing step must not keep the rest (and the embedded servers) running.
+        try:
+            result = action()
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception:
+            log.exception("shutdown.step_failed", step=name)
+
+    await step("leadership", state.leadership.stop)
+    await step("reaper", state.reaper.stop)
+    await step("reconciler", state.reconciler.stop)
+    await step("gateway", state.gateway.aclose)
+    await step("dispatcher", state.dispatcher.stop)
     if state.rebuild_task is not None:
         state.rebuild_task.cancel()
         with contextlib.suppress(BaseException):
             await state.rebuild_task
-    await asyncio.to_thread(state.search.index.close)
-    await state.cache.close()
+    await step("index", lambda: asyncio.to_thread(state.search.index.close))
+    await step("cache", state.cache.close)
     if state.embedded_valkey is not None:
-        await asyncio.to_thread(state.embedded_valkey.stop)
-    await state.engine.dispose()
+        await step("valkey", lambda: asyncio.to_thread(state.embedded_valkey.stop))
+    await step("engine", state.engine.dispose)

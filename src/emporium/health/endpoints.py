@@ -79,9 +79,12 @@ async def detailed(request: Request) -> JSONResponse:
         pending: int | None = await dispatcher.pending()
     except Exception:
         pending = None
+    leader = state.leadership.is_leader
     checks["outbox"] = {
-        "status": "ok" if dispatcher.running or not state.background else "down",
+        # Only the elected process runs the dispatcher; the others report its absence as ok.
+        "status": "ok" if dispatcher.running or not state.background or not leader else "down",
         "running": dispatcher.running,
+        "leader": leader,
         "pending_events": pending,
         "last_error": dispatcher.last_error,
     }
