@@ -98,12 +98,16 @@ async def test_ship_deliver_refund_with_restock(
     r = await client.post(f"{API}/orders/{oid}/deliver", headers=auth("acme"))
     assert r.json()["status"] == "delivered"
     r = await client.post(
-        f"{API}/orders/{oid}/refund", json={"restock": True}, headers=auth("acme")
+        f"{API}/orders/{oid}/refund", json={"restock": True}, headers=auth("globex")
     )
-    assert r.status_code == 403
+    assert (r.status_code, r.json()["error"]) == (403, "not_order_seller")
+    r = await client.post(
+        f"{API}/orders/{oid}/refund", json={"restock": True}, headers=auth("customer")
+    )
+    assert (r.status_code, r.json()["error"]) == (403, "forbidden")
     assert await stock_of(maker, sony) == [(0, 0), (3, 0)]
     r = await client.post(
-        f"{API}/orders/{oid}/refund", json={"restock": True}, headers=auth("admin")
+        f"{API}/orders/{oid}/refund", json={"restock": True}, headers=auth("acme")
     )
     assert (r.json()["status"], r.json()["payment"]["status"]) == ("refunded", "refunded")
     assert await stock_of(maker, sony) == [(10, 0), (5, 0)]

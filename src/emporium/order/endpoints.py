@@ -95,16 +95,21 @@ async def deliver_order(
     return await queries.serialize(session, await orders.deliver(session, user, order_id))
 
 
-@router.post("/orders/{order_id}/refund", response_model=schemas.Order, responses=_ERRORS)
+@router.post(
+    "/orders/{order_id}/refund",
+    response_model=schemas.Order,
+    responses={**_ERRORS, **NotOrderSeller.responses()},
+)
 async def refund_order(
     request: Request,
     session: ReadSessionDep,
-    user: Admin,
+    user: CatalogWriter,
     order_id: OrderId,
     body: schemas.RefundRequest | None = None,
 ) -> schemas.Order:
-    """Refund a delivered order (admin), optionally putting the units back in stock."""
-    order = await queries.get_visible(session, user, order_id)
+    """Refund a delivered order (admin or its seller), optionally restocking the units."""
+    order = await queries.get_visible_for_staff(session, user, order_id)
+    await orders.check_seller(session, user, order)
     status = order.status
     payment = await _latest_payment(session, order_id)
     charge = payment.gateway_payment_id if payment is not None else None

@@ -369,7 +369,7 @@ class OrderService:
         await session.flush()
         return order
 
-    async def _check_seller(self, session: AsyncSession, actor: User, order: Order) -> None:
+    async def check_seller(self, session: AsyncSession, actor: User, order: Order) -> None:
         if actor.role == Role.admin:
             return
         sellers = set(
@@ -386,7 +386,7 @@ class OrderService:
         self, session: AsyncSession, actor: User, order_id: int, warehouse_id: int, tracking: str
     ) -> Order:
         order = await self.lock(session, order_id)
-        await self._check_seller(session, actor, order)
+        await self.check_seller(session, actor, order)
         if order.status not in (OrderStatus.paid.value, OrderStatus.partially_shipped.value):
             check_transition(order.status, OrderStatus.shipped)
         allocated = {
@@ -416,7 +416,7 @@ class OrderService:
 
     async def deliver(self, session: AsyncSession, actor: User, order_id: int) -> Order:
         order = await self.lock(session, order_id)
-        await self._check_seller(session, actor, order)
+        await self.check_seller(session, actor, order)
         await self._transition(session, order, OrderStatus.delivered, actor)
         for shipment in (
             await session.execute(select(Shipment).where(Shipment.order_id == order.id))
