@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 import structlog
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -13,6 +10,7 @@ from emporium.catalog.endpoints import product_cache_key
 from emporium.inventory.reservations import expire_holds
 from emporium.kit.cache import Cache
 from emporium.kit.db import UnitOfWork
+from emporium.kit.jobs import PeriodicJob
 
 log = structlog.get_logger(__name__)
 
@@ -21,7 +19,9 @@ CART_ABANDONMENTS = Counter(
 )
 
 
-class ReservationReaper:
+class ReservationReaper(PeriodicJob):
+    name = "reservation-reaper"
+
     def __init__(
         self,
         maker: async_sessionmaker[AsyncSession],
@@ -30,12 +30,10 @@ class ReservationReaper:
         batch: int = 500,
         cache: Cache | None = None,
     ) -> None:
+        super().__init__(interval_seconds)
         self._maker = maker
-        self._interval = interval_seconds
         self._batch = batch
         self._cache = cache
-        self._task: asyncio.Task[None] | None = None
-        self.last_error: str | None = None
 
     async def run_once(self) -> int:
         """Release every expired reservation, batch by batch; returns how many."""
@@ -57,30 +55,3 @@ class ReservationReaper:
         if products and self._cache is not None:
             await self._cache.delete(*(product_cache_key(p) for p in sorted(products)))
         return total
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-                self.last_error = None
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.last_error = repr(exc)
-                log.exception("cart.reaper_failed")
-            await asyncio.sleep(self._interval)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="reservation-reaper")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()

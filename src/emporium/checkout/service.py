@@ -23,7 +23,7 @@ from emporium.models import Order, OrderItem, User
 from emporium.order import schemas
 from emporium.order.errors import InvalidTransition
 from emporium.order.metrics import CHECKOUT_ATTEMPTS, CHECKOUT_SUCCESS
-from emporium.order.queries import serialize
+from emporium.order.queries import build, serialize
 from emporium.order.service import orders
 from emporium.payment.gateway import Card, PaymentDeclined, PaymentGateway, PaymentUnavailable
 from emporium.payment.resilience import BreakerState
@@ -39,26 +39,14 @@ class PaymentUnavailableError(AppError):
 def paid_response(order: Order, items: list[OrderItem], card_last4: str) -> dict[str, Any]:
     """The 201 body, built from what the checkout already holds (no read-back)."""
     assert order.paid_at is not None
-    return schemas.Order(
-        id=order.id,
-        status=order.status,
-        currency=order.currency,
-        subtotal=order.subtotal,
-        shipping_total=order.shipping_total,
-        total=order.total,
-        shipping_address=order.shipping_address,
-        items=[schemas.OrderItem.model_validate(i) for i in items],
-        timeline=[
-            schemas.TimelineEntry(status="pending_payment", note="", at=order.created_at),
-            schemas.TimelineEntry(status="paid", note="", at=order.paid_at),
-        ],
-        shipments=[],
-        payment=schemas.PaymentOut(
-            status="captured", amount=order.total, card_last4=card_last4, error_code=None
-        ),
-        created_at=order.created_at,
-        paid_at=order.paid_at,
-    ).model_dump(mode="json")
+    timeline = [
+        schemas.TimelineEntry(status="pending_payment", note="", at=order.created_at),
+        schemas.TimelineEntry(status="paid", note="", at=order.paid_at),
+    ]
+    payment = schemas.PaymentOut(
+        status="captured", amount=order.total, card_last4=card_last4, error_code=None
+    )
+    return build(order, items, timeline, [], payment).model_dump(mode="json")
 
 
 def gateway_available(gateway: PaymentGateway) -> bool:

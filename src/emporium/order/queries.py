@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -9,6 +11,38 @@ from emporium.catalog.service import decode_cursor, encode_cursor
 from emporium.models import Order, OrderEvent, OrderItem, Payment, Role, Shipment, User
 from emporium.order import schemas
 from emporium.order.errors import OrderNotFound
+
+
+def build(
+    order: Order,
+    items: Iterable[OrderItem],
+    timeline: Iterable[schemas.TimelineEntry],
+    shipments: Iterable[Shipment],
+    payment: schemas.PaymentOut | None,
+) -> schemas.Order:
+    return schemas.Order(
+        id=order.id,
+        status=order.status,
+        currency=order.currency,
+        subtotal=order.subtotal,
+        shipping_total=order.shipping_total,
+        total=order.total,
+        shipping_address=order.shipping_address,
+        items=[schemas.OrderItem.model_validate(i) for i in items],
+        timeline=list(timeline),
+        shipments=[
+            schemas.ShipmentOut(
+                warehouse_id=s.warehouse_id,
+                tracking_number=s.tracking_number,
+                shipped_at=s.created_at,
+                delivered_at=s.delivered_at,
+            )
+            for s in shipments
+        ],
+        payment=payment,
+        created_at=order.created_at,
+        paid_at=order.paid_at,
+    )
 
 
 async def serialize(session: AsyncSession, order: Order) -> schemas.Order:
@@ -30,28 +64,12 @@ async def serialize(session: AsyncSession, order: Order) -> schemas.Order:
     payment = await session.scalar(
         select(Payment).where(Payment.order_id == order.id).order_by(Payment.id.desc()).limit(1)
     )
-    return schemas.Order(
-        id=order.id,
-        status=order.status,
-        currency=order.currency,
-        subtotal=order.subtotal,
-        shipping_total=order.shipping_total,
-        total=order.total,
-        shipping_address=order.shipping_address,
-        items=[schemas.OrderItem.model_validate(i) for i in items],
-        timeline=[
-            schemas.TimelineEntry(status=e.status, note=e.note, at=e.created_at) for e in events
-        ],
-        shipments=[
-            schemas.ShipmentOut(
-                warehouse_id=s.warehouse_id,
-                tracking_number=s.tracking_number,
-                shipped_at=s.created_at,
-                delivered_at=s.delivered_at,
-            )
-            for s in shipments
-        ],
-        payment=schemas.PaymentOut(
+    return build(
+        order,
+        items,
+        (schemas.TimelineEntry(status=e.status, note=e.note, at=e.created_at) for e in events),
+        shipments,
+        schemas.PaymentOut(
             status=payment.status,
             amount=payment.amount,
             card_last4=payment.card_last4,
@@ -59,8 +77,6 @@ async def serialize(session: AsyncSession, order: Order) -> schemas.Order:
         )
         if payment
         else None,
-        created_at=order.created_at,
-        paid_at=order.paid_at,
     )
 
 

@@ -7,8 +7,6 @@ completed into a paid order; no charge means the order is cancelled and its stoc
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -16,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.kit.db import UnitOfWork
+from emporium.kit.jobs import PeriodicJob
 from emporium.models import Order, Payment
 from emporium.order.service import orders
 from emporium.order.state import OrderStatus
@@ -24,7 +23,9 @@ from emporium.payment.gateway import PaymentError, PaymentGateway, PaymentStatus
 log = structlog.get_logger(__name__)
 
 
-class PaymentReconciler:
+class PaymentReconciler(PeriodicJob):
+    name = "payment-reconciler"
+
     def __init__(
         self,
         maker: async_sessionmaker[AsyncSession],
@@ -34,12 +35,11 @@ class PaymentReconciler:
         interval_seconds: float = 30.0,
         batch: int = 100,
     ) -> None:
+        super().__init__(interval_seconds)
         self.maker = maker
         self.gateway = gateway
         self.stale_after = stale_after
-        self.interval = interval_seconds
         self.batch = batch
-        self._task: asyncio.Task[None] | None = None
 
     async def _stale(self) -> list[tuple[int, str]]:
         cutoff = datetime.now(UTC) - self.stale_after
@@ -78,24 +78,3 @@ class PaymentReconciler:
             outcome[status] = outcome.get(status, 0) + 1
             log.info("reconciler.settled", order_id=order_id, status=status)
         return outcome
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reconciler.failed")
-            await asyncio.sleep(self.interval)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="payment-reconciler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
