@@ -146,7 +146,10 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
         reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
     )
     app.state.reconciler = PaymentReconciler(
-        maker, gateway, stale_after=timedelta(seconds=settings.payment_timeout_seconds * 3)
+        maker,
+        gateway,
+        stale_after=timedelta(seconds=settings.payment_timeout_seconds * 3),
+        cache=cache,
     )
     app.state.reaper = ReservationReaper(maker, cache=cache)
 

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.config import Settings
-from emporium.models import Order, Payment
+from emporium.models import IdempotencyKey, Order, Payment
 from emporium.order.tasks import PaymentReconciler
 from emporium.payment.http import HttpGateway
 from emporium.payment.resilience import ResilientGateway
@@ -125,6 +125,13 @@ async def test_kill_9_during_payment_leaves_a_paid_order_with_one_charge(
         orders = (await s.execute(select(Order.status))).scalars().all()
         payments = (await s.execute(select(Payment.status))).scalars().all()
     assert list(orders) == ["paid"]
+    async with maker() as s:
+        key = await s.scalar(select(IdempotencyKey).where(IdempotencyKey.key == "crash-1"))
+    # The checkout that died mid-payment is answered with the settled order on replay.
+    assert key is not None
+    assert (key.state, key.response_status) == ("completed", 201)
+    assert key.response_body is not None
+    assert key.response_body["status"] == "paid"
     assert list(payments) == ["captured"]
     assert stats["charges"] == 1
     assert await stock_of(maker, sony) == [(8, 0), (5, 0)]

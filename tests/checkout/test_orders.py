@@ -184,3 +184,54 @@ async def test_reconciler_completes_a_charged_order_and_cancels_an_uncharged_one
     assert await stock_of(maker, sony) == [(9, 0), (5, 0)]
     assert await stock_of(maker, cable) == [(50, 0), (50, 0)]
     assert gateway.inner.charges == 1
+
+
+async def test_gateway_silent_mid_checkout_is_settled_and_replayed(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    from emporium.checkout.service import CheckoutService
+    from emporium.payment.resilience import CircuitBreaker, ResilientGateway
+    from emporium.payment.simulated import SimulatedGateway
+
+    slow = ResilientGateway(
+        SimulatedGateway(hang_seconds=5),
+        CircuitBreaker(timeout=0.2, volume=100),
+        attempts=1,
+    )
+    service: CheckoutService = app.state.checkout
+    app.state.checkout = CheckoutService(
+        maker=service.maker,
+        idempotency=service.idempotency,
+        gateway=slow,
+        reservation_ttl=service.reservation_ttl,
+    )
+    cable = catalog["product"]["cable"]
+    await fill_cart(maker, catalog["user"]["customer"], {cable: 2})
+    headers = {**auth("customer"), "Idempotency-Key": "silent-1"}
+    hang = body({"card_number": "4000000000000259", "exp": "12/30", "cvc": "123"})
+
+    r = await client.post(f"{API}/checkout", json=hang, headers=headers)
+    assert (r.status_code, r.json()["error"]) == (503, "payment_unavailable")
+    order_id = r.json()["order_id"]
+    r = await client.post(f"{API}/checkout", json=hang, headers=headers)
+    assert (r.status_code, r.json()["error"]) == (409, "idempotency_key_in_progress")
+    assert await stock_of(maker, cable) == [(50, 2), (50, 0)]
+
+    assert await PaymentReconciler(maker, slow, stale_after=timedelta(0)).run_once() == {
+        "cancelled": 1
+    }
+    assert await stock_of(maker, cable) == [(50, 0), (50, 0)]
+    await (
+        app.state.cache.client.flushdb()
+    )  # the fast-path marker would otherwise still say "processing"
+    r = await client.post(f"{API}/checkout", json=hang, headers=headers)
+    assert r.status_code == 409
+    assert r.json() == {
+        "error": "payment_not_completed",
+        "detail": "the payment did not go through; the order was cancelled",
+        "order_id": order_id,
+    }
+    await slow.aclose()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from valkey.exceptions import ValkeyError
@@ -23,6 +23,7 @@ from emporium.models import IdempotencyKey
 
 log = structlog.get_logger(__name__)
 TTL_SECONDS = 24 * 3600
+PROCESSING_TTL_SECONDS = 180
 
 
 class IdempotencyInProgress(Conflict):
@@ -65,69 +66,94 @@ class IdempotencyStore:
             return StoredResponse(status, body or {})
         raise IdempotencyInProgress("a request with this Idempotency-Key is still being processed")
 
-    async def begin(self, user_id: int, key: str, digest: str) -> StoredResponse | None:
-        """Claim the key (None) or return the response to replay; raises 409/422."""
-        if self.cache is not None:
-            try:
-                claimed = await self.cache.client.set(
-                    self._vkey(user_id, key),
-                    json.dumps({"hash": digest, "state": "processing"}),
-                    nx=True,
-                    ex=TTL_SECONDS,
-                )
-                if not claimed:
-                    raw = await self.cache.client.get(self._vkey(user_id, key))
-                    if raw is not None:
-                        v = json.loads(raw)
-                        return self._judge(
-                            v["hash"], v["state"], v.get("status"), v.get("body"), digest
-                        )
-            except (ValkeyError, OSError) as exc:
-                log.warning("idempotency.cache_unavailable", error=str(exc))
-        async with self.maker() as session, session.begin():
-            # One statement claims a new key or takes over an expired one.
-            stmt = insert(IdempotencyKey).values(user_id=user_id, key=key, request_hash=digest)
-            claimed_id = await session.scalar(
-                stmt.on_conflict_do_update(
-                    constraint="uq_idempotency_keys_user_key",
-                    set_={
-                        "request_hash": stmt.excluded.request_hash,
-                        "state": "processing",
-                        "response_status": None,
-                        "response_body": None,
-                        "order_id": None,
-                        "created_at": func.now(),
-                        "expires_at": func.now() + text("interval '24 hours'"),
-                    },
-                    where=IdempotencyKey.expires_at < func.now(),
-                ).returning(IdempotencyKey.id)
+    async def claim_fast(self, user_id: int, key: str, digest: str) -> StoredResponse | None:
+        """The Valkey fast path: turn away duplicates before touching PostgreSQL.
+
+        A "processing" marker lives only a few minutes, so one left by a crashed process
+        never blocks the key for long; PostgreSQL remains the judge.
+        """
+        if self.cache is None:
+            return None
+        try:
+            claimed = await self.cache.client.set(
+                self._vkey(user_id, key),
+                json.dumps({"hash": digest, "state": "processing"}),
+                nx=True,
+                ex=PROCESSING_TTL_SECONDS,
             )
-            if claimed_id is not None:
-                return None
-            row = await session.scalar(
-                select(IdempotencyKey).where(
-                    IdempotencyKey.user_id == user_id, IdempotencyKey.key == key
-                )
+            if not claimed:
+                raw = await self.cache.client.get(self._vkey(user_id, key))
+                if raw is not None:
+                    v = json.loads(raw)
+                    return self._judge(
+                        v["hash"], v["state"], v.get("status"), v.get("body"), digest
+                    )
+        except (ValkeyError, OSError) as exc:
+            log.warning("idempotency.cache_unavailable", error=str(exc))
+        return None
+
+    async def claim(
+        self, session: AsyncSession, user_id: int, key: str, digest: str
+    ) -> StoredResponse | None:
+        """Claim the key inside the caller's transaction (None), or return what to replay.
+
+        The claim commits or rolls back with the order it guards, so a failure leaves no
+        stuck key; a concurrent duplicate waits on the unique index and then gets a 409.
+        """
+        stmt = insert(IdempotencyKey).values(user_id=user_id, key=key, request_hash=digest)
+        claimed_id = await session.scalar(
+            stmt.on_conflict_do_update(
+                constraint="uq_idempotency_keys_user_key",
+                set_={
+                    "request_hash": stmt.excluded.request_hash,
+                    "state": "processing",
+                    "response_status": None,
+                    "response_body": None,
+                    "order_id": None,
+                    "created_at": func.now(),
+                    "expires_at": func.now() + text("interval '24 hours'"),
+                },
+                where=IdempotencyKey.expires_at < func.now(),
+            ).returning(IdempotencyKey.id)
+        )
+        if claimed_id is not None:
+            return None
+        row = await session.scalar(
+            select(IdempotencyKey).where(
+                IdempotencyKey.user_id == user_id, IdempotencyKey.key == key
             )
+        )
         assert row is not None
         return self._judge(
             row.request_hash, row.state, row.response_status, row.response_body, digest
         )
 
+    @staticmethod
     async def complete(
-        self, user_id: int, key: str, digest: str, response: StoredResponse, order_id: int | None
+        session: AsyncSession,
+        user_id: int,
+        key: str,
+        response: StoredResponse,
+        order_id: int | None,
     ) -> None:
-        async with self.maker() as session, session.begin():
-            await session.execute(
-                update(IdempotencyKey)
-                .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
-                .values(
-                    state="completed",
-                    response_status=response.status,
-                    response_body=response.body,
-                    order_id=order_id,
-                )
+        """Record the response in the caller's transaction (with the order change it reports)."""
+        await session.execute(
+            update(IdempotencyKey)
+            .where(
+                IdempotencyKey.user_id == user_id,
+                IdempotencyKey.key == key,
+                IdempotencyKey.state == "processing",
             )
+            .values(
+                state="completed",
+                response_status=response.status,
+                response_body=response.body,
+                order_id=order_id,
+            )
+        )
+
+    async def remember(self, user_id: int, key: str, digest: str, response: StoredResponse) -> None:
+        """After commit: let the fast path replay the response."""
         await self._cache_set(
             user_id,
             key,
@@ -139,14 +165,8 @@ class IdempotencyStore:
             },
         )
 
-    async def abandon(self, user_id: int, key: str) -> None:
-        """Free the key when the request failed before it changed anything."""
-        async with self.maker() as session, session.begin():
-            await session.execute(
-                delete(IdempotencyKey).where(
-                    IdempotencyKey.user_id == user_id, IdempotencyKey.key == key
-                )
-            )
+    async def forget(self, user_id: int, key: str) -> None:
+        """Drop the fast-path marker of a request that changed nothing."""
         if self.cache is not None:
             try:
                 await self.cache.client.delete(self._vkey(user_id, key))

@@ -65,7 +65,8 @@ class CheckoutService:
         CHECKOUT_ATTEMPTS.inc()
         payload = body.model_dump(mode="json")
         digest = request_hash(payload)
-        replay = await self.idempotency.begin(user.id, key, digest)
+        idem = self.idempotency
+        replay = await idem.claim_fast(user.id, key, digest)
         if replay is not None:
             return replay
         try:
@@ -73,20 +74,26 @@ class CheckoutService:
                 # Fail fast before touching the cart: its reservations stay intact.
                 raise PaymentUnavailableError("the payment service is unavailable; try again later")
             async with UnitOfWork(self.maker) as session:
-                order, payment, items = await orders.create_from_cart(
-                    session,
-                    user,
-                    payload["shipping_address"],
-                    idempotency_key=key,
-                    gateway_name=self.gateway.name,
-                    card_last4=body.payment.card_number[-4:],
-                    reservation_ttl=self.reservation_ttl,
-                )
-                order_id, amount, currency = order.id, order.total, order.currency
-                gateway_key = payment.idempotency_key
+                # The claim commits with the order, or neither happens.
+                replay = await idem.claim(session, user.id, key, digest)
+                if replay is None:
+                    order, payment, items = await orders.create_from_cart(
+                        session,
+                        user,
+                        payload["shipping_address"],
+                        idempotency_key=key,
+                        gateway_name=self.gateway.name,
+                        card_last4=body.payment.card_number[-4:],
+                        reservation_ttl=self.reservation_ttl,
+                    )
+                    order_id, amount, currency = order.id, order.total, order.currency
+                    gateway_key = payment.idempotency_key
         except BaseException:
-            await self.idempotency.abandon(user.id, key)
+            await idem.forget(user.id, key)
             raise
+        if replay is not None:
+            await idem.remember(user.id, key, digest, replay)
+            return replay
 
         card = Card(number=body.payment.card_number, exp=body.payment.exp, cvc=body.payment.cvc)
         try:
@@ -99,22 +106,23 @@ class CheckoutService:
                 await orders.mark_payment_failed(
                     session, order_id, exc.code, user, self.reservation_ttl
                 )
-                out = await self._order(session, order_id)
-            response = StoredResponse(
-                402,
-                {
-                    "error": "payment_declined",
-                    "detail": "the card was declined",
-                    "decline_code": exc.code,
-                    "order": out,
-                },
-            )
-            await self.idempotency.complete(user.id, key, digest, response, order_id)
+                response = StoredResponse(
+                    402,
+                    {
+                        "error": "payment_declined",
+                        "detail": "the card was declined",
+                        "decline_code": exc.code,
+                        "order": await self._order(session, order_id),
+                    },
+                )
+                await idem.complete(session, user.id, key, response, order_id)
+            await idem.remember(user.id, key, digest, response)
             return response
         except PaymentUnavailable:
-            # The outcome at the gateway is unknown; the reconciler settles the order.
+            # The outcome at the gateway is unknown. The key stays "processing" until the
+            # reconciler settles the order and records the final answer for replays.
             log.warning("checkout.payment_unavailable", order_id=order_id)
-            response = StoredResponse(
+            return StoredResponse(
                 503,
                 {
                     "error": "payment_unavailable",
@@ -122,13 +130,14 @@ class CheckoutService:
                     "order_id": order_id,
                 },
             )
-            await self.idempotency.complete(user.id, key, digest, response, order_id)
-            return response
 
         try:
             async with UnitOfWork(self.maker) as session:
                 paid = await orders.mark_paid(session, order_id, captured.id, user)
-                out = paid_response(paid, items, body.payment.card_number[-4:])
+                response = StoredResponse(
+                    201, paid_response(paid, items, body.payment.card_number[-4:])
+                )
+                await idem.complete(session, user.id, key, response, order_id)
         except InvalidTransition:
             # Cancelled while the card was being charged: give the money back.
             await self.gateway.refund(captured.id)
@@ -140,11 +149,11 @@ class CheckoutService:
                     "order_id": order_id,
                 },
             )
-            await self.idempotency.complete(user.id, key, digest, response, order_id)
-            return response
-        response = StoredResponse(201, out)
-        await self.idempotency.complete(user.id, key, digest, response, order_id)
-        CHECKOUT_SUCCESS.inc()
+            async with UnitOfWork(self.maker) as session:
+                await idem.complete(session, user.id, key, response, order_id)
+        await idem.remember(user.id, key, digest, response)
+        if response.status == 201:
+            CHECKOUT_SUCCESS.inc()
         return response
 
     async def _order(self, session: AsyncSession, order_id: int) -> dict[str, Any]:

@@ -13,9 +13,12 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from emporium.checkout.idempotency import IdempotencyStore, StoredResponse
+from emporium.kit.cache import Cache
 from emporium.kit.db import UnitOfWork
 from emporium.kit.jobs import PeriodicJob
 from emporium.models import Order, Payment
+from emporium.order.queries import serialize
 from emporium.order.service import orders
 from emporium.order.state import OrderStatus
 from emporium.payment.gateway import PaymentError, PaymentGateway, PaymentStatus
@@ -34,12 +37,14 @@ class PaymentReconciler(PeriodicJob):
         stale_after: timedelta = timedelta(seconds=90),
         interval_seconds: float = 30.0,
         batch: int = 100,
+        cache: Cache | None = None,
     ) -> None:
         super().__init__(interval_seconds)
         self.maker = maker
         self.gateway = gateway
         self.stale_after = stale_after
         self.batch = batch
+        self.idempotency = IdempotencyStore(maker, cache)
 
     async def _stale(self) -> list[tuple[int, str]]:
         cutoff = datetime.now(UTC) - self.stale_after
@@ -62,10 +67,30 @@ class PaymentReconciler(PeriodicJob):
             if order.status != OrderStatus.pending_payment.value:
                 return order.status  # settled meanwhile by the checkout itself
             if charge is not None and charge.status == PaymentStatus.captured:
-                await orders.mark_paid(session, order_id, charge.id, None)
-                return OrderStatus.paid.value
-            await orders.cancel(session, None, order_id, "payment not completed")
-        return OrderStatus.cancelled.value
+                paid = await orders.mark_paid(session, order_id, charge.id, None)
+                answer = StoredResponse(
+                    201, (await serialize(session, paid)).model_dump(mode="json")
+                )
+                outcome = OrderStatus.paid.value
+            else:
+                await orders.cancel(session, None, order_id, "payment not completed")
+                answer = StoredResponse(
+                    409,
+                    {
+                        "error": "payment_not_completed",
+                        "detail": "the payment did not go through; the order was cancelled",
+                        "order_id": order_id,
+                    },
+                )
+                outcome = OrderStatus.cancelled.value
+            if order.idempotency_key:
+                # Replays of the interrupted checkout now get the final answer.
+                await IdempotencyStore.complete(
+                    session, order.user_id, order.idempotency_key, answer, order_id
+                )
+        if order.idempotency_key:
+            await self.idempotency.forget(order.user_id, order.idempotency_key)
+        return outcome
 
     async def run_once(self) -> dict[str, int]:
         outcome: dict[str, int] = {}
