@@ -29,6 +29,16 @@ async def test_detailed_health(client: AsyncClient) -> None:
     assert body["checks"]["search_index"]["documents"] == 0
     assert body["checks"]["outbox"]["pending_events"] == 0
     assert body["embedded"] == {"postgres": False, "valkey": False}
+    assert body["checks"]["payments"] == {
+        "status": "ok",
+        "gateway": "simulated",
+        "circuit_breaker": "closed",
+    }
+    assert body["checks"]["jobs"] == {
+        "status": "ok",
+        "reservation_reaper": {"running": False, "last_error": None},
+        "payment_reconciler": {"running": False, "last_error": None},
+    }
 
 
 async def test_correlation_id_echoed_or_generated(client: AsyncClient) -> None:

@@ -88,6 +88,23 @@ async def detailed(request: Request) -> JSONResponse:
         "pending_events": pending,
         "last_error": dispatcher.last_error,
     }
+    breaker = getattr(state.gateway, "breaker", None)
+    checks["payments"] = {
+        "status": "ok" if breaker is None or breaker.state.name != "open" else "down",
+        "gateway": state.gateway.name,
+        "circuit_breaker": breaker.state.name if breaker is not None else None,
+    }
+    checks["jobs"] = {
+        "status": "ok",
+        "reservation_reaper": {
+            "running": state.reaper.running,
+            "last_error": state.reaper.last_error,
+        },
+        "payment_reconciler": {
+            "running": state.reconciler.running,
+            "last_error": state.reconciler.last_error,
+        },
+    }
     ok = all(c["status"] == "ok" for c in checks.values())
     return JSONResponse(
         {
