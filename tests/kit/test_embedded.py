@@ -40,6 +40,22 @@ def test_processes_share_one_embedded_postgres(tmp_path: Path) -> None:
     assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
 
 
+def test_a_dead_process_does_not_keep_the_server_running(tmp_path: Path) -> None:
+    pg_dir = tmp_path / "pg"
+    crashed = subprocess.run(
+        [sys.executable, "-c", JOIN + "; import os; os._exit(0)", str(pg_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(crashed.stdout.strip())  # the server's pid; its client died without cleanup
+    server = start_embedded_postgres(pg_dir)
+    assert server.get_pid() == dead_pid
+    process = server.get_postmaster_info().process
+    server.cleanup()  # the only live handle: the server stops
+    assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+
+
 def test_second_process_joins_embedded_valkey(tmp_path: Path) -> None:
     owner = start_embedded_valkey(tmp_path / "valkey")
     try:

