@@ -141,7 +141,7 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
     app.state.gateway = gateway
     app.state.checkout = CheckoutService(
         maker=maker,
-        idempotency=IdempotencyStore(maker, cache),
+        idempotency=IdempotencyStore(cache),
         gateway=gateway,
         reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
     )

@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from valkey.exceptions import ValkeyError
 
 from emporium.kit.cache import Cache
@@ -46,8 +46,7 @@ def request_hash(body: dict[str, Any]) -> str:
 
 
 class IdempotencyStore:
-    def __init__(self, maker: async_sessionmaker[AsyncSession], cache: Cache | None) -> None:
-        self.maker = maker
+    def __init__(self, cache: Cache | None) -> None:
         self.cache = cache
 
     def _vkey(self, user_id: int, key: str) -> str:

@@ -33,12 +33,6 @@ class OrderRepository(Repository):
             .values(quantity=Stock.quantity + quantity, reserved=Stock.reserved + reserved)
         )
 
-    async def take_held(self, allocations: Sequence[OrderAllocation]) -> None:
-        """Held units leave the warehouse: quantity and reserved both go down."""
-        for a in allocations:
-            await self._stock(a, quantity=-a.quantity, reserved=-a.quantity)
-            a.state = "committed"
-
     async def take_all_held(self, order_id: int) -> list[OrderAllocation]:
         """Commit every held allocation of an order; returns them in stock-lock order."""
         rows = (

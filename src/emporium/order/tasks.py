@@ -44,7 +44,7 @@ class PaymentReconciler(PeriodicJob):
         self.gateway = gateway
         self.stale_after = stale_after
         self.batch = batch
-        self.idempotency = IdempotencyStore(maker, cache)
+        self.idempotency = IdempotencyStore(cache)
 
     async def _stale(self) -> list[tuple[int, str]]:
         cutoff = datetime.now(UTC) - self.stale_after
