@@ -140,7 +140,7 @@ async def _pending_order(
     async with UnitOfWork(maker) as s:
         user = await s.get(User, catalog["user"]["customer"])
         assert user is not None
-        order, payment, _ = await orders.create_from_cart(
+        order, gateway_key, _ = await orders.create_from_cart(
             s,
             user,
             ADDRESS,
@@ -149,7 +149,7 @@ async def _pending_order(
             card_last4="4242",
             reservation_ttl=timedelta(minutes=30),
         )
-        return order.id, payment.idempotency_key
+        return order.id, gateway_key
 
 
 async def test_reconciler_completes_a_charged_order_and_cancels_an_uncharged_one(

@@ -5,11 +5,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from emporium.kit.repository import Repository
-from emporium.models import Cart, CartItem, Product, Reservation, Stock
+from emporium.kit.sql import Sql
+from emporium.models import Cart, CartItem, Reservation
 
 
 class LineRow(NamedTuple):
@@ -122,42 +123,17 @@ class CartRepository(Repository):
         return [(int(p), int(q)) for p, q in rows.all()]
 
     async def lines(self, cart_id: int) -> Sequence[LineRow]:
-        held = (
-            select(
-                Reservation.product_id,
-                func.min(Reservation.reserved_until).label("reserved_until"),
-            )
-            .where(Reservation.cart_id == cart_id)
-            .group_by(Reservation.product_id)
-            .subquery()
-        )
-        free = (
-            select(
-                Stock.product_id,
-                func.coalesce(func.sum(Stock.quantity - Stock.reserved), 0).label("available"),
-            )
-            .where(
-                Stock.product_id.in_(select(CartItem.product_id).where(CartItem.cart_id == cart_id))
-            )
-            .group_by(Stock.product_id)
-            .subquery()
-        )
-        rows = await self.session.execute(
-            select(
-                CartItem.product_id,
-                Product.title,
-                Product.price,
-                CartItem.quantity,
-                held.c.reserved_until,
-                func.coalesce(free.c.available, 0),
-            )
-            .join(Product, Product.id == CartItem.product_id)
-            .outerjoin(held, held.c.product_id == CartItem.product_id)
-            .outerjoin(free, free.c.product_id == CartItem.product_id)
-            .where(CartItem.cart_id == cart_id)
-            .order_by(CartItem.added_at, CartItem.product_id)
-        )
-        return [
-            LineRow(int(p), t, price, int(q), until, int(avail))
-            for p, t, price, q, until, avail in rows.all()
-        ]
+        rows = await (await Sql.of(self.session)).fetch(_LINES, cart_id)
+        return [LineRow(*row) for row in rows]
+
+
+_LINES = """
+SELECT ci.product_id, p.title, p.price, ci.quantity,
+    (SELECT min(r.reserved_until) FROM reservations r
+     WHERE r.cart_id = ci.cart_id AND r.product_id = ci.product_id) AS reserved_until,
+    (SELECT coalesce(sum(s.quantity - s.reserved), 0)::int FROM stock s
+     WHERE s.product_id = ci.product_id) AS available
+FROM cart_items ci JOIN products p ON p.id = ci.product_id
+WHERE ci.cart_id = $1
+ORDER BY ci.added_at, ci.product_id
+"""

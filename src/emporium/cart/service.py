@@ -22,6 +22,7 @@ from emporium.catalog.errors import ProductNotFound
 from emporium.catalog.repository import ProductRepository
 from emporium.inventory.reservations import release, release_units, reserve
 from emporium.kit.errors import InvalidInput, NotFound
+from emporium.kit.sql import Sql
 from emporium.models import Cart, User
 
 CART_COOKIE = "emporium_cart"
@@ -121,27 +122,55 @@ async def view(session: AsyncSession, owner: CartOwner, *, ttl: timedelta) -> sc
     return await render(session, cart.id)
 
 
+# One round trip takes the cart (a user's is created on first use; the row lock
+# serialises changes to one cart), slides its holds, and reads what the reservation needs:
+# the product, the line's quantity, and the product's free and reclaimable stock.
+_STATE = """
+, slid AS (
+    UPDATE reservations SET reserved_until = $3 WHERE cart_id = (SELECT id FROM c)
+)
+SELECT (SELECT id FROM c) AS cart_id, p.is_active,
+    (SELECT quantity FROM cart_items
+     WHERE cart_id = (SELECT id FROM c) AND product_id = $2) AS current,
+    (SELECT coalesce(sum(quantity - reserved), 0) FROM stock WHERE product_id = $2) AS free,
+    EXISTS (SELECT 1 FROM reservations
+            WHERE product_id = $2 AND reserved_until < now()) AS reclaimable
+FROM products p WHERE p.id = $2
+"""
+_USER_STATE = (
+    "WITH c AS (INSERT INTO carts (user_id) VALUES ($1) "
+    "ON CONFLICT (user_id) DO UPDATE SET updated_at = now() RETURNING id)" + _STATE
+)
+_GUEST_STATE = "WITH c AS (SELECT $1::bigint AS id)" + _STATE
+
+
 async def add_item(
     session: AsyncSession, owner: CartOwner, product_id: int, quantity: int, *, ttl: timedelta
 ) -> tuple[schemas.CartView, str | None]:
     """Add units to a line, reserving them; returns the cart and a new guest token if any."""
-    await _require_active_product(session, product_id)
-    cart, token = await _find_or_create(session, owner)
-    repo = CartRepository.from_session(session)
     until = _until(ttl)
-    await repo.slide(cart.id, until)
-    current = await repo.line_quantity(cart.id, product_id) or 0
-    _check_limit(current + quantity)
+    token: str | None = None
+    if owner.user is not None:
+        query, key = _USER_STATE, owner.user.id
+    else:
+        cart, token = await _find_or_create(session, owner)
+        query, key = _GUEST_STATE, cart.id
+    state = await (await Sql.of(session)).fetchrow(query, key, product_id, until)
+    if state is None or not state["is_active"]:
+        raise ProductNotFound(f"product {product_id} does not exist")
+    cart_id: int = state["cart_id"]
+    _check_limit((state["current"] or 0) + quantity)
     await reserve(
         session,
-        cart_id=cart.id,
+        cart_id=cart_id,
         product_id=product_id,
         quantity=quantity,
         until=until,
         actor=owner.user,
+        checked=(int(state["free"]), bool(state["reclaimable"])),
+        add_to_line=True,
     )
-    await repo.add_to_line(cart.id, product_id, quantity)
-    return await render(session, cart.id), token
+    return await render(session, cart_id), token
 
 
 async def update_item(

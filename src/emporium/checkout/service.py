@@ -77,7 +77,7 @@ class CheckoutService:
                 # The claim commits with the order, or neither happens.
                 replay = await idem.claim(session, user.id, key, digest)
                 if replay is None:
-                    order, payment, items = await orders.create_from_cart(
+                    order, gateway_key, items = await orders.create_from_cart(
                         session,
                         user,
                         payload["shipping_address"],
@@ -87,7 +87,6 @@ class CheckoutService:
                         reservation_ttl=self.reservation_ttl,
                     )
                     order_id, amount, currency = order.id, order.total, order.currency
-                    gateway_key = payment.idempotency_key
         except BaseException:
             await idem.forget(user.id, key)
             raise

@@ -15,12 +15,14 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import delete, exists, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emporium.audit import service as audit
 from emporium.kit.errors import Conflict
+from emporium.kit.logging import client_ip, correlation_id
 from emporium.kit.outbox import record_event
+from emporium.kit.sql import Sql
 from emporium.models import CartItem, Reservation, Stock, User
 
 RESERVATIONS = Counter(
@@ -65,15 +67,14 @@ def plan_allocation(free: Sequence[tuple[int, int]], quantity: int) -> list[tupl
     return plan
 
 
-async def _lock_free_stock(session: AsyncSession, product_id: int) -> list[tuple[int, int]]:
+async def _lock_free_stock(db: Sql, product_id: int) -> list[tuple[int, int]]:
     # Warehouse order, like every other stock writer: concurrent lockers cannot deadlock.
-    rows = await session.execute(
-        select(Stock.warehouse_id, Stock.quantity - Stock.reserved)
-        .where(Stock.product_id == product_id)
-        .order_by(Stock.warehouse_id)
-        .with_for_update()
+    rows = await db.fetch(
+        "SELECT warehouse_id, quantity - reserved FROM stock WHERE product_id = $1 "
+        "ORDER BY warehouse_id FOR UPDATE",
+        product_id,
     )
-    return [(int(w), int(f)) for w, f in rows.all()]
+    return [(int(w), int(f)) for w, f in rows]
 
 
 async def _adjust_reserved(
@@ -120,6 +121,77 @@ async def _adjust_reserved(
     record_event(session, "stock.changed", "product", product_id, {"reserved": new})
 
 
+# The planned units go onto stock.reserved (conditionally: never more than a row has
+# free), become reservation rows, and are audited and announced, in one round trip.
+_APPLY_PLAN = """
+WITH plan AS (
+    SELECT * FROM unnest($2::bigint[], $3::int[]) AS p(warehouse_id, units)
+), s AS (
+    UPDATE stock SET reserved = stock.reserved + plan.units, updated_at = now()
+    FROM plan
+    WHERE stock.product_id = $1::bigint AND stock.warehouse_id = plan.warehouse_id
+      AND stock.quantity - stock.reserved >= plan.units
+    RETURNING stock.warehouse_id, stock.reserved, plan.units
+), r AS (
+    INSERT INTO reservations (cart_id, product_id, warehouse_id, quantity, reserved_until)
+    SELECT $4::bigint, $1, warehouse_id, units, $5::timestamptz FROM plan
+    RETURNING id, warehouse_id, quantity, reserved_until
+), line AS (
+    INSERT INTO cart_items (cart_id, product_id, quantity)
+    SELECT $4::bigint, $1, $9::int WHERE $9::int > 0
+    ON CONFLICT (cart_id, product_id)
+    DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity
+), audit AS (
+    INSERT INTO audit_logs
+        (actor_user_id, action, entity_type, entity_id, old_values, new_values,
+         correlation_id, ip)
+    SELECT $6::bigint, 'inventory.reserved', 'product', $1::text,
+        jsonb_build_object('reserved', jsonb_object_agg(warehouse_id::text, reserved - units)),
+        jsonb_build_object('reserved', jsonb_object_agg(warehouse_id::text, reserved)),
+        $7::text, $8::text
+    FROM s
+), event AS (
+    INSERT INTO outbox (topic, aggregate_type, aggregate_id, payload)
+    SELECT 'stock.changed', 'product', $1::text,
+        jsonb_build_object('reserved', jsonb_object_agg(warehouse_id::text, reserved))
+    FROM s
+)
+SELECT r.id, r.warehouse_id, r.quantity, r.reserved_until, (SELECT count(*) FROM s) AS updated
+FROM r ORDER BY r.id
+"""
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """One reservation row just created."""
+
+    id: int
+    cart_id: int
+    product_id: int
+    warehouse_id: int
+    quantity: int
+    reserved_until: datetime
+
+
+async def precheck(db: Sql, product_id: int) -> tuple[int, bool]:
+    """Free units of a product and whether any expired hold could be reclaimed (no locks)."""
+    row = await db.fetchrow(
+        "SELECT (SELECT coalesce(sum(quantity - reserved), 0) FROM stock WHERE product_id = $1),"
+        " EXISTS (SELECT 1 FROM reservations WHERE product_id = $1 AND reserved_until < now())",
+        product_id,
+    )
+    assert row is not None
+    return int(row[0]), bool(row[1])
+
+
+def _refuse(product_id: int, available: int) -> InsufficientStock:
+    RESERVATIONS.labels("insufficient").inc()
+    return InsufficientStock(
+        f"only {available} units of product {product_id} are available",
+        available=max(available, 0),
+    )
+
+
 async def reserve(
     session: AsyncSession,
     *,
@@ -128,68 +200,54 @@ async def reserve(
     quantity: int,
     until: datetime,
     actor: User | None = None,
-) -> list[Reservation]:
+    checked: tuple[int, bool] | None = None,
+    add_to_line: bool = False,
+) -> list[Reserved]:
     """Hold ``quantity`` units for a cart line, or raise InsufficientStock changing nothing.
 
     Expired holds never block a buyer: when stock is short, the product's expired
     reservations are released first and the reservation is tried once more.
+    ``checked`` is a :func:`precheck` result the caller already has; ``add_to_line`` also
+    adds the units to the cart line, in the same statement.
     """
     if quantity <= 0:
         raise ValueError("quantity must be positive")
+    db = await Sql.of(session)
     # Refuse without touching the row locks when a plain read already shows too little
     # and no expired hold could be reclaimed: in a sell-out most buyers end here, and
     # they must not queue behind the buyers who actually get stock.
-    row = (
-        await session.execute(
-            select(
-                select(func.coalesce(func.sum(Stock.quantity - Stock.reserved), 0))
-                .where(Stock.product_id == product_id)
-                .scalar_subquery(),
-                exists()
-                .where(
-                    Reservation.product_id == product_id, Reservation.reserved_until < func.now()
-                )
-                .correlate(None),
-            )
-        )
-    ).one()
-    if int(row[0]) < quantity and not row[1]:
-        RESERVATIONS.labels("insufficient").inc()
-        raise InsufficientStock(
-            f"only {int(row[0])} units of product {product_id} are available",
-            available=max(int(row[0]), 0),
-        )
-    free = await _lock_free_stock(session, product_id)
+    free_units, reclaimable = checked if checked is not None else await precheck(db, product_id)
+    if free_units < quantity and not reclaimable:
+        raise _refuse(product_id, free_units)
+    free = await _lock_free_stock(db, product_id)
     available = sum(max(f, 0) for _, f in free)
     if available < quantity and await release_expired(session, product_id=product_id):
-        free = await _lock_free_stock(session, product_id)
+        free = await _lock_free_stock(db, product_id)
         available = sum(max(f, 0) for _, f in free)
     if available < quantity:
-        RESERVATIONS.labels("insufficient").inc()
-        raise InsufficientStock(
-            f"only {available} units of product {product_id} are available", available=available
-        )
+        raise _refuse(product_id, available)
     plan = plan_allocation(free, quantity)
-    await _adjust_reserved(
-        session, product_id, dict(plan), actor=actor, action="inventory.reserved"
+    rows = await db.fetch(
+        _APPLY_PLAN,
+        product_id,
+        [w for w, _ in plan],
+        [u for _, u in plan],
+        cart_id,
+        until,
+        actor.id if actor else None,
+        correlation_id.get(),
+        client_ip.get(),
+        quantity if add_to_line else 0,
     )
-    rows = list(
-        await session.scalars(
-            insert(Reservation).returning(Reservation, sort_by_parameter_order=True),
-            [
-                {
-                    "cart_id": cart_id,
-                    "product_id": product_id,
-                    "warehouse_id": warehouse_id,
-                    "quantity": units,
-                    "reserved_until": until,
-                }
-                for warehouse_id, units in plan
-            ],
-        )
-    )
+    if not rows or rows[0]["updated"] != len(plan):
+        raise RuntimeError(f"stock of product {product_id} changed under its lock")
     RESERVATIONS.labels("reserved").inc(len(rows))
-    return rows
+    return [
+        Reserved(
+            r["id"], cart_id, product_id, r["warehouse_id"], r["quantity"], r["reserved_until"]
+        )
+        for r in rows
+    ]
 
 
 async def _return_units(session: AsyncSession, holds: Sequence[Hold], actor: User | None) -> None:
@@ -239,7 +297,7 @@ async def _delete_rows(session: AsyncSession, ids: Sequence[int]) -> list[Hold]:
 
 async def release(
     session: AsyncSession,
-    reservations: Sequence[Reservation] | Sequence[int],
+    reservations: Sequence[Reserved] | Sequence[int],
     *,
     actor: User | None = None,
 ) -> list[Hold]:

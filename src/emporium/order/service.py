@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,15 +15,14 @@ from emporium.audit import service as audit
 from emporium.inventory.reservations import reserve
 from emporium.kit.errors import Conflict
 from emporium.kit.outbox import record_event
+from emporium.kit.sql import Sql
 from emporium.models import (
     Cart,
     CartItem,
     Order,
-    OrderAllocation,
     OrderEvent,
     OrderItem,
     Payment,
-    Product,
     Reservation,
     Role,
     Shipment,
@@ -31,7 +30,7 @@ from emporium.models import (
 )
 from emporium.order.errors import InvalidTransition, NothingToShip, NotOrderSeller, OrderNotFound
 from emporium.order.metrics import ORDER_VALUE, ORDERS
-from emporium.order.repository import OrderRepository
+from emporium.order.repository import OrderRepository, OrderWrites, PlacedLine
 from emporium.order.state import CANCELLABLE, OrderStatus, check_transition
 
 CENT = Decimal("0.01")
@@ -43,6 +42,21 @@ class CartEmpty(Conflict):
 
 class ProductUnavailable(Conflict):
     code = "product_unavailable"
+
+
+_CART_LINES = """
+SELECT c.id AS cart_id, ci.product_id, ci.quantity, p.title, p.price, p.seller_id, p.is_active
+FROM carts c
+JOIN cart_items ci ON ci.cart_id = c.id
+JOIN products p ON p.id = ci.product_id
+WHERE c.user_id = $1
+ORDER BY ci.product_id
+FOR UPDATE OF c
+"""
+_CART_HOLDS = (
+    "SELECT id, product_id, warehouse_id, quantity FROM reservations WHERE cart_id = $1 "
+    "ORDER BY id FOR UPDATE"
+)
 
 
 class OrderService:
@@ -90,121 +104,99 @@ class OrderService:
         gateway_name: str,
         card_last4: str | None,
         reservation_ttl: timedelta,
-    ) -> tuple[Order, Payment, list[OrderItem]]:
-        """Turn the cart's reservations into the order's allocations (step 1 of checkout)."""
+    ) -> tuple[Order, str, list[OrderItem]]:
+        """Turn the cart's reservations into the order's allocations (step 1 of checkout).
+
+        Returns the order, the payment's gateway idempotency key, and the items.
+        """
+        db = await Sql.of(session)
         # Locking the cart row serialises checkouts of the same cart.
-        rows = (
-            await session.execute(
-                select(Cart.id, CartItem, Product)
-                .join(CartItem, CartItem.cart_id == Cart.id)
-                .join(Product, Product.id == CartItem.product_id)
-                .where(Cart.user_id == user.id)
-                .order_by(CartItem.product_id)
-                .with_for_update(of=Cart)
-            )
-        ).all()
-        if not rows:
+        lines = await db.fetch(_CART_LINES, user.id)
+        if not lines:
             raise CartEmpty("the cart is empty")
-        cart_id = rows[0][0]
-        lines = [(item, product) for _, item, product in rows]
-        unavailable = [p.id for _, p in lines if not p.is_active]
+        cart_id: int = lines[0]["cart_id"]
+        unavailable = [line["product_id"] for line in lines if not line["is_active"]]
         if unavailable:
             raise ProductUnavailable("some products are no longer sold", product_ids=unavailable)
-        reservations = list(
-            (
-                await session.execute(
-                    select(Reservation)
-                    .where(Reservation.cart_id == cart_id)
-                    .order_by(Reservation.id)
-                    .with_for_update()
-                )
-            ).scalars()
-        )
+        holds = [tuple(r) for r in await db.fetch(_CART_HOLDS, cart_id)]
         held: dict[int, int] = defaultdict(int)
-        for r in reservations:
-            held[r.product_id] += r.quantity
+        for _, product_id, _, units in holds:
+            held[product_id] += units
         until = datetime.now(UTC) + reservation_ttl
-        for item, _ in lines:
-            missing = item.quantity - held[item.product_id]
+        for line in lines:
+            missing = line["quantity"] - held[line["product_id"]]
             if missing > 0:  # a hold lapsed and was reaped: take it again, or fail with 409
-                reservations += await reserve(
-                    session,
-                    cart_id=cart_id,
-                    product_id=item.product_id,
-                    quantity=missing,
-                    until=until,
-                )
-        subtotal = sum(
-            ((p.price * item.quantity).quantize(CENT) for item, p in lines), Decimal("0.00")
-        )
+                holds += [
+                    (r.id, r.product_id, r.warehouse_id, r.quantity)
+                    for r in await reserve(
+                        session,
+                        cart_id=cart_id,
+                        product_id=line["product_id"],
+                        quantity=missing,
+                        until=until,
+                    )
+                ]
+        placed = [
+            PlacedLine(
+                product_id=line["product_id"],
+                seller_id=line["seller_id"],
+                title=line["title"],
+                unit_price=line["price"],
+                quantity=line["quantity"],
+                line_total=(line["price"] * line["quantity"]).quantize(CENT),
+            )
+            for line in lines
+        ]
+        subtotal = sum((p.line_total for p in placed), Decimal("0.00"))
+        per_wh: dict[tuple[int, int], int] = defaultdict(int)
+        wanted = {p.product_id: p.quantity for p in placed}
+        for _, product_id, warehouse_id, units in holds:
+            take = min(units, wanted.get(product_id, 0))
+            if take:
+                per_wh[(product_id, warehouse_id)] += take
+                wanted[product_id] -= take
         now = datetime.now(UTC)
+        order_id = await OrderWrites.from_session(session).place(
+            user_id=user.id,
+            total=subtotal,
+            shipping_address=shipping_address,
+            idempotency_key=idempotency_key,
+            created_at=now,
+            lines=placed,
+            allocations=[(p, w, q) for (p, w), q in sorted(per_wh.items())],
+            reservation_ids=[h[0] for h in holds],
+            cart_id=cart_id,
+            gateway=gateway_name,
+            card_last4=card_last4,
+        )
+        ORDERS.labels(OrderStatus.pending_payment.value).inc()
         order = Order(
+            id=order_id,
             created_at=now,
             updated_at=now,
             user_id=user.id,
             status=OrderStatus.pending_payment.value,
+            currency="USD",
             subtotal=subtotal,
             shipping_total=Decimal("0.00"),
             total=subtotal,
             shipping_address=shipping_address,
             idempotency_key=idempotency_key,
+            paid_at=None,
         )
-        session.add(order)
-        await session.flush()
         items = [
             OrderItem(
-                order_id=order.id,
-                product_id=p.id,
+                order_id=order_id,
+                product_id=p.product_id,
                 seller_id=p.seller_id,
                 title=p.title,
-                unit_price=p.price,
-                quantity=item.quantity,
-                line_total=(p.price * item.quantity).quantize(CENT),
+                unit_price=p.unit_price,
+                quantity=p.quantity,
+                line_total=p.line_total,
             )
-            for item, p in lines
+            for p in placed
         ]
-        session.add_all(items)
-        per_wh: dict[tuple[int, int], int] = defaultdict(int)
-        wanted = {item.product_id: item.quantity for item, _ in lines}
-        for r in reservations:
-            take = min(r.quantity, wanted.get(r.product_id, 0))
-            if take:
-                per_wh[(r.product_id, r.warehouse_id)] += take
-                wanted[r.product_id] -= take
-        session.add_all(
-            OrderAllocation(order_id=order.id, product_id=p, warehouse_id=w, quantity=q)
-            for (p, w), q in sorted(per_wh.items())
-        )
-        # The held units stay in stock.reserved: they now belong to the order, not the cart.
-        await session.execute(
-            text(
-                "WITH gone AS (DELETE FROM reservations WHERE id = ANY(:ids)) "
-                "DELETE FROM cart_items WHERE cart_id = :cart_id"
-            ),
-            {"ids": [r.id for r in reservations], "cart_id": cart_id},
-        )
-        payment = Payment(
-            order_id=order.id,
-            gateway=gateway_name,
-            idempotency_key=f"order-{order.id}",
-            status="pending",
-            amount=order.total,
-            card_last4=card_last4,
-        )
-        session.add(payment)
-        await self._event(session, order, OrderStatus.pending_payment, user, at=now)
-        audit.record(
-            session,
-            actor=user,
-            action="order.created",
-            entity_type="order",
-            entity_id=order.id,
-            old=None,
-            new={"total": order.total, "items": sum(i.quantity for i, _ in lines)},
-        )
-        record_event(session, "order.created", "order", order.id)
-        await session.flush()
-        return order, payment, items
+        return order, f"order-{order_id}", items
 
     async def lock(self, session: AsyncSession, order_id: int) -> Order:
         order = await OrderRepository.from_session(session).lock(order_id)
@@ -221,37 +213,17 @@ class OrderService:
         self, session: AsyncSession, order_id: int, gateway_payment_id: str, actor: User | None
     ) -> Order:
         now = datetime.now(UTC)
-        order = await session.scalar(
-            update(Order)
-            .where(Order.id == order_id, Order.status == OrderStatus.pending_payment.value)
-            .values(status=OrderStatus.paid.value, paid_at=now, updated_at=now)
-            .returning(Order)
+        order = await OrderWrites.from_session(session).pay(
+            order_id, gateway_payment_id, actor.id if actor else None, now
         )
         if order is None:
             order = await self.lock(session, order_id)
             if order.status == OrderStatus.paid.value:
                 return order  # a redelivered success is a no-op
             check_transition(order.status, OrderStatus.paid)
-        await self._event(session, order, OrderStatus.paid, actor, at=now)
-        record_event(session, "order.paid", "order", order.id)
-        allocations = await OrderRepository.from_session(session).take_all_held(order.id)
-        await session.execute(
-            update(Payment)
-            .where(Payment.order_id == order.id, Payment.status == "pending")
-            .values(status="captured", gateway_payment_id=gateway_payment_id, updated_at=now)
-        )
-        audit.record(
-            session,
-            actor=actor,
-            action="payment.completed",
-            entity_type="order",
-            entity_id=order.id,
-            old=None,
-            new={"amount": order.total, "gateway_payment_id": gateway_payment_id},
-        )
-        self._stock_audit(session, actor, allocations, "inventory.adjusted", sign=-1)
+            raise AssertionError("unreachable: only pending_payment orders can be paid")
+        ORDERS.labels(OrderStatus.paid.value).inc()
         ORDER_VALUE.observe(float(order.total))
-        await session.flush()
         return order
 
     def _stock_audit(
