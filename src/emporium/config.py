@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     valkey_url: str | None = None
     db_pool_size: int = Field(default=10, ge=1)
+    # A ping costs three round trips per checkout from the pool; without it a connection
+    # the server dropped fails one request (503) and is replaced.
+    db_pool_pre_ping: bool = False
 
     host: str = "127.0.0.1"
     port: int = 8000

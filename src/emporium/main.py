@@ -107,7 +107,7 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = await asyncio.to_thread(resolve_database_url, settings)
     await ensure_database(settings)
-    engine = create_engine(url, settings.db_pool_size)
+    engine = create_engine(url, settings.db_pool_size, pre_ping=settings.db_pool_pre_ping)
     maker = create_sessionmaker(engine)
 
     embedded_valkey: EmbeddedValkey | None = None

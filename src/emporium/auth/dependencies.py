@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from emporium.accounts.sessions import SESSION_COOKIE, session_store
-from emporium.auth.service import user_for_token
+from emporium.auth.service import user_by_id, user_for_token
 from emporium.kit.db import ReadSessionDep
 from emporium.kit.errors import Forbidden, Unauthorized
 from emporium.models import Role, User
@@ -40,7 +40,7 @@ async def get_optional_user(
     store = session_store(request)
     user_id = await store.user_id(token) if store is not None else None
     if user_id is not None:
-        user = await session.get(User, user_id)
+        user = await user_by_id(session, user_id)
     elif credentials is not None:
         # Only a header may carry an API token; the cookie is for sessions alone.
         user = await user_for_token(session, token)

@@ -12,14 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from valkey.exceptions import ValkeyError
 
 from emporium.kit.cache import Cache
 from emporium.kit.errors import Conflict, InvalidInput
-from emporium.models import IdempotencyKey
+from emporium.kit.sql import Sql
 
 log = structlog.get_logger(__name__)
 TTL_SECONDS = 24 * 3600
@@ -43,6 +41,27 @@ class StoredResponse:
 def request_hash(body: dict[str, Any]) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# A key is claimed by inserting it; an expired key is taken over in place.
+_CLAIM = """
+INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ($1, $2, $3)
+ON CONFLICT ON CONSTRAINT uq_idempotency_keys_user_key DO UPDATE SET
+    request_hash = EXCLUDED.request_hash, state = 'processing', response_status = NULL,
+    response_body = NULL, order_id = NULL, created_at = now(),
+    expires_at = now() + interval '24 hours'
+WHERE idempotency_keys.expires_at < now()
+RETURNING id
+"""
+_READ = (
+    "SELECT request_hash, state, response_status, response_body FROM idempotency_keys "
+    "WHERE user_id = $1 AND key = $2"
+)
+_COMPLETE = """
+UPDATE idempotency_keys
+SET state = 'completed', response_status = $3, response_body = $4::text::jsonb, order_id = $5
+WHERE user_id = $1 AND key = $2 AND state = 'processing'
+"""
 
 
 class IdempotencyStore:
@@ -99,32 +118,14 @@ class IdempotencyStore:
         The claim commits or rolls back with the order it guards, so a failure leaves no
         stuck key; a concurrent duplicate waits on the unique index and then gets a 409.
         """
-        stmt = insert(IdempotencyKey).values(user_id=user_id, key=key, request_hash=digest)
-        claimed_id = await session.scalar(
-            stmt.on_conflict_do_update(
-                constraint="uq_idempotency_keys_user_key",
-                set_={
-                    "request_hash": stmt.excluded.request_hash,
-                    "state": "processing",
-                    "response_status": None,
-                    "response_body": None,
-                    "order_id": None,
-                    "created_at": func.now(),
-                    "expires_at": func.now() + text("interval '24 hours'"),
-                },
-                where=IdempotencyKey.expires_at < func.now(),
-            ).returning(IdempotencyKey.id)
-        )
-        if claimed_id is not None:
+        db = await Sql.of(session)
+        claimed = await db.fetchval(_CLAIM, user_id, key, digest)
+        if claimed is not None:
             return None
-        row = await session.scalar(
-            select(IdempotencyKey).where(
-                IdempotencyKey.user_id == user_id, IdempotencyKey.key == key
-            )
-        )
+        row = await db.fetchrow(_READ, user_id, key)
         assert row is not None
         return self._judge(
-            row.request_hash, row.state, row.response_status, row.response_body, digest
+            row["request_hash"], row["state"], row["response_status"], row["response_body"], digest
         )
 
     @staticmethod
@@ -136,19 +137,13 @@ class IdempotencyStore:
         order_id: int | None,
     ) -> None:
         """Record the response in the caller's transaction (with the order change it reports)."""
-        await session.execute(
-            update(IdempotencyKey)
-            .where(
-                IdempotencyKey.user_id == user_id,
-                IdempotencyKey.key == key,
-                IdempotencyKey.state == "processing",
-            )
-            .values(
-                state="completed",
-                response_status=response.status,
-                response_body=response.body,
-                order_id=order_id,
-            )
+        await (await Sql.of(session)).execute(
+            _COMPLETE,
+            user_id,
+            key,
+            response.status,
+            json.dumps(response.body, default=str),
+            order_id,
         )
 
     async def remember(self, user_id: int, key: str, digest: str, response: StoredResponse) -> None:

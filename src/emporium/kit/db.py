@@ -60,13 +60,13 @@ async def open_database(settings: Settings) -> tuple[AsyncEngine, async_sessionm
 
     url = await asyncio.to_thread(resolve_database_url, settings)
     await ensure_database(settings)
-    engine = create_engine(url, settings.db_pool_size)
+    engine = create_engine(url, settings.db_pool_size, pre_ping=settings.db_pool_pre_ping)
     return engine, create_sessionmaker(engine)
 
 
-def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, pool_size: int = 10, *, pre_ping: bool = False) -> AsyncEngine:
     engine = create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping
     )
     event.listen(engine.sync_engine, "before_cursor_execute", _count_statement)
     return engine

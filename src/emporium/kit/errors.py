@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -119,12 +120,29 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _unavailable() -> JSONResponse:
+    return JSONResponse(
+        {"error": "database_unavailable", "detail": "the database is unavailable; try again"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DBAPIError)
-    sqlstate = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", "") or "")
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            log.warning("request.database_disconnected", error=str(exc.orig))
+            return _unavailable()
+        orig: Any = exc.orig
+    else:
+        orig = exc
+    if isinstance(orig, (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError)):
+        log.warning("request.database_disconnected", error=str(orig))
+        return _unavailable()
+    sqlstate = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", "") or "")
     # Class 22 is "data exception": a value the database cannot store or compare.
     if sqlstate.startswith("22"):
-        log.warning("request.data_exception", sqlstate=sqlstate, error=str(exc.orig))
+        log.warning("request.data_exception", sqlstate=sqlstate, error=str(orig))
         return JSONResponse(
             {"error": "invalid_input", "detail": "a value could not be stored or compared"},
             status_code=422,
@@ -142,4 +160,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
+    # The hot paths talk to asyncpg directly (emporium.kit.sql).
+    app.add_exception_handler(asyncpg.PostgresError, _database_error)
+    app.add_exception_handler(asyncpg.InterfaceError, _database_error)
     app.add_exception_handler(Exception, _unhandled)

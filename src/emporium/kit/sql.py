@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from emporium.kit.metrics import DB_STATEMENTS
 
@@ -19,10 +19,11 @@ from emporium.kit.metrics import DB_STATEMENTS
 class Sql:
     """Counted statements on one transaction's asyncpg connection."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "_owner")
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, owner: AsyncConnection) -> None:
         self._conn = conn
+        self._owner = owner
 
     @classmethod
     async def of(cls, session: AsyncSession) -> Sql:
@@ -33,20 +34,31 @@ class Sql:
         # these statements belong to the unit of work and not to autocommit.
         if adapted._transaction is None:
             await adapted._start_transaction()
-        return cls(cast(asyncpg.Connection, adapted._connection))
+        return cls(cast(asyncpg.Connection, adapted._connection), conn)
+
+    async def _run(self, method: Any, query: str, args: tuple[Any, ...]) -> Any:
+        DB_STATEMENTS.inc()
+        try:
+            return await method(query, *args)
+        except _DISCONNECTS:
+            # A dead connection must not go back to the pool.
+            await self._owner.invalidate()
+            raise
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        DB_STATEMENTS.inc()
-        return await self._conn.fetch(query, *args)
+        rows: list[asyncpg.Record] = await self._run(self._conn.fetch, query, args)
+        return rows
 
     async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
-        DB_STATEMENTS.inc()
-        return await self._conn.fetchrow(query, *args)
+        row: asyncpg.Record | None = await self._run(self._conn.fetchrow, query, args)
+        return row
 
     async def fetchval(self, query: str, *args: Any) -> Any:
-        DB_STATEMENTS.inc()
-        return await self._conn.fetchval(query, *args)
+        return await self._run(self._conn.fetchval, query, args)
 
     async def execute(self, query: str, *args: Any) -> str:
-        DB_STATEMENTS.inc()
-        return await self._conn.execute(query, *args)
+        status: str = await self._run(self._conn.execute, query, args)
+        return status
+
+
+_DISCONNECTS = (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -28,6 +30,8 @@ PRODUCT_TOPICS = ("product.created", "product.updated", "product.deleted", "stoc
 # Transactions that were still open when a rebuild took its snapshot commit later with
 # lower event ids; replaying a recent window as well catches them.
 REPLAY_WINDOW = timedelta(minutes=1)
+WRITTEN_CAPACITY = 100_000
+WATERMARK_INTERVAL = 1.0
 
 
 def product_ids(events: Sequence[OutboxEvent]) -> set[int]:
@@ -49,6 +53,23 @@ class SearchIndexer:
         self.maker = maker
         self.cache = cache
         self._generation: str | None = None
+        # The documents this process last wrote. Most stock events (a reservation, a
+        # sale) leave a product's document as it was, and rewriting it would cost an
+        # index commit per batch.
+        self._written: OrderedDict[int, SearchDoc] = OrderedDict()
+        self._watermark_at = 0.0
+
+    def _changed(self, docs: dict[int, SearchDoc]) -> list[SearchDoc]:
+        return [d for i, d in docs.items() if self._written.get(i) != d]
+
+    def _remember(self, docs: Sequence[SearchDoc], gone: Sequence[int]) -> None:
+        for doc in docs:
+            self._written[doc.id] = doc
+            self._written.move_to_end(doc.id)
+        for i in gone:
+            self._written.pop(i, None)
+        while len(self._written) > WRITTEN_CAPACITY:
+            self._written.popitem(last=False)
 
     async def apply(self, ids: set[int]) -> None:
         if not ids:
@@ -56,10 +77,12 @@ class SearchIndexer:
         async with self.maker() as session:
             docs = await load_docs(session, ids)
         gone = sorted(ids - docs.keys())
-        if docs:
-            await asyncio.to_thread(self.index.upsert, list(docs.values()))
+        changed = self._changed(docs)
+        if changed:
+            await asyncio.to_thread(self.index.upsert, changed)
         if gone:
             await asyncio.to_thread(self.index.delete, gone)
+        self._remember(changed, gone)
         if self.cache is not None:
             await self.cache.delete(*(f"product:{i}" for i in ids))
 
@@ -70,15 +93,21 @@ class SearchIndexer:
             return
         await self.check_generation()
         await self.apply(product_ids(events))
-        top = max(e.id for e in events)
-        if top > self.index.watermark():
-            await asyncio.to_thread(self.index.set_watermark, top)
+        # The watermark only bounds the replay after a restart or rebuild (replays are
+        # harmless), so it is written at most once a second, not once per batch.
+        now = time.monotonic()
+        if now - self._watermark_at >= WATERMARK_INTERVAL:
+            self._watermark_at = now
+            top = max(e.id for e in events)
+            if top > self.index.watermark():
+                await asyncio.to_thread(self.index.set_watermark, top)
 
     async def check_generation(self) -> None:
         """After a rebuild elsewhere, replay what happened since its snapshot."""
         generation = await asyncio.to_thread(self.index.generation)
         if generation == self._generation:
             return
+        self._written.clear()  # a new generation holds the rebuild's documents
         first = self._generation is None
         self._generation = generation
         watermark = self.index.watermark()
