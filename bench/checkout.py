@@ -24,8 +24,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import asyncpg
-import httpx
 
 CARD = {"card_number": "4242424242424242", "exp": "12/30", "cvc": "123"}
 ADDRESS = {
@@ -68,8 +68,9 @@ def pct(values: list[float]) -> str:
     return f"p50={q[49]:.1f}ms p99={q[98]:.1f}ms"
 
 
-async def statements(client: httpx.AsyncClient) -> float:
-    text = (await client.get("/metrics")).text
+async def statements(client: aiohttp.ClientSession) -> float:
+    async with client.get("/metrics") as r:
+        text = await r.text()
     m = re.search(r"^emporium_db_statements_total (\S+)$", text, re.M)
     return float(m.group(1)) if m else 0.0
 
@@ -90,31 +91,48 @@ async def make_users(conn: asyncpg.Connection, n: int, tag: str) -> list[str]:
     return tokens
 
 
-async def buy(client: httpx.AsyncClient, token: str, product_id: int, stats: Stats) -> bool:
+async def post(
+    client: aiohttp.ClientSession, path: str, body: dict[str, Any], headers: dict[str, str]
+) -> int:
+    async with client.post(path, json=body, headers=headers) as r:
+        await r.read()
+        return r.status
+
+
+async def buy(client: aiohttp.ClientSession, token: str, product_id: int, stats: Stats) -> bool:
     headers = {"Authorization": f"Bearer {token}"}
     t = time.perf_counter()
-    r = await client.post(
-        "/api/v1/cart/items", json={"product_id": product_id, "quantity": 1}, headers=headers
+    status = await post(
+        client, "/api/v1/cart/items", {"product_id": product_id, "quantity": 1}, headers
     )
     stats.cart_latencies.append((time.perf_counter() - t) * 1000)
-    if r.status_code == 409:
+    if status == 409:
         stats.rejected += 1
         return False
-    if r.status_code >= 300:
-        stats.errors[r.status_code] = stats.errors.get(r.status_code, 0) + 1
+    if status >= 300:
+        stats.errors[status] = stats.errors.get(status, 0) + 1
         return False
     t = time.perf_counter()
-    r = await client.post(
+    status = await post(
+        client,
         "/api/v1/checkout",
-        json={"shipping_address": ADDRESS, "payment": CARD},
-        headers={**headers, "Idempotency-Key": uuid.uuid4().hex},
+        {"shipping_address": ADDRESS, "payment": CARD},
+        {**headers, "Idempotency-Key": uuid.uuid4().hex},
     )
     stats.latencies.append((time.perf_counter() - t) * 1000)
-    if r.status_code == 201:
+    if status == 201:
         stats.orders += 1
         return True
-    stats.errors[r.status_code] = stats.errors.get(r.status_code, 0) + 1
+    stats.errors[status] = stats.errors.get(status, 0) + 1
     return False
+
+
+def session(url: str, connections: int, timeout: float) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        base_url=url,
+        connector=aiohttp.TCPConnector(limit=connections),
+        timeout=aiohttp.ClientTimeout(total=timeout),
+    )
 
 
 async def spread(
@@ -137,8 +155,7 @@ async def spread(
     )
     tokens = await make_users(conn, clients, "spread")
     stats = Stats()
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+    async with session(url, clients, 60) as client:
         before = await statements(client)
         deadline = time.perf_counter() + seconds
         start = time.perf_counter()
@@ -189,8 +206,7 @@ async def flash(
     )
     stats = Stats()
     gate = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+    async with session(url, concurrency, 120) as client:
         before = await statements(client)
         start = time.perf_counter()
 
