@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from prometheus_client import REGISTRY
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.cart.repository import CartRepository
@@ -44,6 +45,51 @@ def test_plan_takes_most_free_first_ties_by_warehouse() -> None:
     assert plan_allocation([(1, 0), (2, 4), (3, 7)], 4) == [(3, 4)]
     with pytest.raises(ValueError, match="not enough"):
         plan_allocation([(1, 2)], 3)
+
+
+async def test_the_database_splits_a_reservation_like_plan_allocation(
+    catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The reservation statement plans in SQL; plan_allocation is its reference."""
+    product = catalog["product"]["cable"]
+    await execute(
+        maker,
+        "INSERT INTO warehouses (code, name) VALUES ('W3', 'Warehouse W3'), ('W4', 'W4')",
+    )
+    async with maker() as s:
+        warehouses = list(
+            await s.scalars(text("SELECT id FROM warehouses ORDER BY id"))  # W1..W4
+        )
+    cart_id = await _cart(maker, "p" * 64)
+    rng = random.Random(7)
+    cases = [[rng.choice([0, 0, 1, 2, 3, 5, 8]) for _ in warehouses] for _ in range(40)]
+    cases += [[4, 4, 4, 4], [0, 6, 6, 1], [9, 0, 0, 0]]  # ties and single rows
+    checked = 0
+    for quantities in cases:
+        free = list(zip(warehouses, quantities, strict=True))
+        total = sum(quantities)
+        quantity = rng.randint(1, max(total, 1))
+        async with maker() as s:
+            await s.execute(text("DELETE FROM stock WHERE product_id = :p"), {"p": product})
+            for warehouse_id, units in free:
+                await s.execute(
+                    text(
+                        "INSERT INTO stock (product_id, warehouse_id, quantity) VALUES (:p, :w, :q)"
+                    ),
+                    {"p": product, "w": warehouse_id, "q": units},
+                )
+            if total == 0:
+                with pytest.raises(InsufficientStock):
+                    await reserve(s, cart_id=cart_id, product_id=product, quantity=1, until=UNTIL)
+            else:
+                rows = await reserve(
+                    s, cart_id=cart_id, product_id=product, quantity=quantity, until=UNTIL
+                )
+                got = sorted((r.warehouse_id, r.quantity) for r in rows)
+                assert got == sorted(plan_allocation(free, quantity)), (free, quantity)
+                checked += 1
+            await s.rollback()
+    assert checked >= 40
 
 
 async def _cart_id(maker: async_sessionmaker[AsyncSession], user_id: int) -> int:

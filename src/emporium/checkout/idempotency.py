@@ -18,6 +18,7 @@ from valkey.exceptions import ValkeyError
 from emporium.kit.cache import Cache
 from emporium.kit.errors import Conflict, InvalidInput
 from emporium.kit.sql import Sql
+from emporium.order.repository import Answer, OrderWrites
 
 log = structlog.get_logger(__name__)
 TTL_SECONDS = 24 * 3600
@@ -57,11 +58,6 @@ _READ = (
     "SELECT request_hash, state, response_status, response_body FROM idempotency_keys "
     "WHERE user_id = $1 AND key = $2"
 )
-_COMPLETE = """
-UPDATE idempotency_keys
-SET state = 'completed', response_status = $3, response_body = $4::text::jsonb, order_id = $5
-WHERE user_id = $1 AND key = $2 AND state = 'processing'
-"""
 
 
 class IdempotencyStore:
@@ -137,13 +133,8 @@ class IdempotencyStore:
         order_id: int | None,
     ) -> None:
         """Record the response in the caller's transaction (with the order change it reports)."""
-        await (await Sql.of(session)).execute(
-            _COMPLETE,
-            user_id,
-            key,
-            response.status,
-            json.dumps(response.body, default=str),
-            order_id,
+        await OrderWrites.from_session(session).answer(
+            Answer(user_id, key, response.status, response.body), order_id
         )
 
     async def remember(self, user_id: int, key: str, digest: str, response: StoredResponse) -> None:

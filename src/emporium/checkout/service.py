@@ -9,7 +9,7 @@ A crash between 2 and 3 leaves a ``pending_payment`` order for the reconciler.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -24,7 +24,9 @@ from emporium.order import schemas
 from emporium.order.errors import InvalidTransition
 from emporium.order.metrics import CHECKOUT_ATTEMPTS, CHECKOUT_SUCCESS
 from emporium.order.queries import build, serialize
+from emporium.order.repository import Answer
 from emporium.order.service import orders
+from emporium.order.state import OrderStatus
 from emporium.payment.gateway import Card, PaymentDeclined, PaymentGateway, PaymentUnavailable
 from emporium.payment.resilience import BreakerState
 
@@ -130,13 +132,20 @@ class CheckoutService:
                 },
             )
 
+        # The answer is known before the order is marked paid, so it is stored by the same
+        # statement and the stock rows stay locked for no longer than that round trip.
+        order.status, order.paid_at = OrderStatus.paid.value, datetime.now(UTC)
+        response = StoredResponse(201, paid_response(order, items, body.payment.card_number[-4:]))
         try:
             async with UnitOfWork(self.maker) as session:
-                paid = await orders.mark_paid(session, order_id, captured.id, user)
-                response = StoredResponse(
-                    201, paid_response(paid, items, body.payment.card_number[-4:])
+                await orders.mark_paid(
+                    session,
+                    order_id,
+                    captured.id,
+                    user,
+                    at=order.paid_at,
+                    answer=Answer(user.id, key, response.status, response.body),
                 )
-                await idem.complete(session, user.id, key, response, order_id)
         except InvalidTransition:
             # Cancelled while the card was being charged: give the money back.
             await self.gateway.refund(captured.id)

@@ -67,16 +67,6 @@ def plan_allocation(free: Sequence[tuple[int, int]], quantity: int) -> list[tupl
     return plan
 
 
-async def _lock_free_stock(db: Sql, product_id: int) -> list[tuple[int, int]]:
-    # Warehouse order, like every other stock writer: concurrent lockers cannot deadlock.
-    rows = await db.fetch(
-        "SELECT warehouse_id, quantity - reserved FROM stock WHERE product_id = $1 "
-        "ORDER BY warehouse_id FOR UPDATE",
-        product_id,
-    )
-    return [(int(w), int(f)) for w, f in rows]
-
-
 async def _adjust_reserved(
     session: AsyncSession,
     product_id: int,
@@ -121,11 +111,26 @@ async def _adjust_reserved(
     record_event(session, "stock.changed", "product", product_id, {"reserved": new})
 
 
-# The planned units go onto stock.reserved (conditionally: never more than a row has
-# free), become reservation rows, and are audited and announced, in one round trip.
-_APPLY_PLAN = """
-WITH plan AS (
-    SELECT * FROM unnest($2::bigint[], $3::int[]) AS p(warehouse_id, units)
+# One statement locks the product's stock rows (warehouse order, like every stock
+# writer), plans the split (most free first, ties by warehouse id: plan_allocation),
+# puts the units on stock.reserved (conditionally: never more than a row has free),
+# creates the reservation rows and, when asked, the cart line units, and writes the
+# audit row and outbox event. Short of stock it changes nothing and reports what is
+# free. The stock row locks are held for one round trip plus the commit.
+_RESERVE = """
+WITH locked AS MATERIALIZED (
+    SELECT warehouse_id, quantity - reserved AS free FROM stock
+    WHERE product_id = $1::bigint ORDER BY warehouse_id FOR UPDATE
+), total AS (
+    SELECT coalesce(sum(greatest(free, 0)), 0)::int AS available FROM locked
+), plan AS MATERIALIZED (
+    SELECT warehouse_id, least(free, $2::int - before)::int AS units
+    FROM (
+        SELECT warehouse_id, free,
+            sum(free) OVER (ORDER BY free DESC, warehouse_id) - free AS before
+        FROM locked WHERE free > 0
+    ) ranked
+    WHERE before < $2::int AND (SELECT available FROM total) >= $2::int
 ), s AS (
     UPDATE stock SET reserved = stock.reserved + plan.units, updated_at = now()
     FROM plan
@@ -134,30 +139,33 @@ WITH plan AS (
     RETURNING stock.warehouse_id, stock.reserved, plan.units
 ), r AS (
     INSERT INTO reservations (cart_id, product_id, warehouse_id, quantity, reserved_until)
-    SELECT $4::bigint, $1, warehouse_id, units, $5::timestamptz FROM plan
+    SELECT $3::bigint, $1::bigint, warehouse_id, units, $4::timestamptz FROM plan
     RETURNING id, warehouse_id, quantity, reserved_until
 ), line AS (
     INSERT INTO cart_items (cart_id, product_id, quantity)
-    SELECT $4::bigint, $1, $9::int WHERE $9::int > 0
+    SELECT $3::bigint, $1::bigint, $8::int WHERE $8::int > 0 AND EXISTS (SELECT 1 FROM plan)
     ON CONFLICT (cart_id, product_id)
     DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity
 ), audit AS (
     INSERT INTO audit_logs
         (actor_user_id, action, entity_type, entity_id, old_values, new_values,
          correlation_id, ip)
-    SELECT $6::bigint, 'inventory.reserved', 'product', $1::text,
+    SELECT $5::bigint, 'inventory.reserved', 'product', $1::text,
         jsonb_build_object('reserved', jsonb_object_agg(warehouse_id::text, reserved - units)),
         jsonb_build_object('reserved', jsonb_object_agg(warehouse_id::text, reserved)),
-        $7::text, $8::text
-    FROM s
+        $6::text, $7::text
+    FROM s HAVING count(*) > 0
 ), event AS (
     INSERT INTO outbox (topic, aggregate_type, aggregate_id, payload)
     SELECT 'stock.changed', 'product', $1::text,
         jsonb_build_object('reserved', jsonb_object_agg(warehouse_id::text, reserved))
-    FROM s
+    FROM s HAVING count(*) > 0
 )
-SELECT r.id, r.warehouse_id, r.quantity, r.reserved_until, (SELECT count(*) FROM s) AS updated
-FROM r ORDER BY r.id
+SELECT total.available, (SELECT count(*) FROM plan) AS planned,
+    (SELECT count(*) FROM s) AS updated,
+    r.id, r.warehouse_id, r.quantity, r.reserved_until
+FROM total LEFT JOIN r ON true
+ORDER BY r.id
 """
 
 
@@ -219,19 +227,9 @@ async def reserve(
     free_units, reclaimable = checked if checked is not None else await precheck(db, product_id)
     if free_units < quantity and not reclaimable:
         raise _refuse(product_id, free_units)
-    free = await _lock_free_stock(db, product_id)
-    available = sum(max(f, 0) for _, f in free)
-    if available < quantity and await release_expired(session, product_id=product_id):
-        free = await _lock_free_stock(db, product_id)
-        available = sum(max(f, 0) for _, f in free)
-    if available < quantity:
-        raise _refuse(product_id, available)
-    plan = plan_allocation(free, quantity)
-    rows = await db.fetch(
-        _APPLY_PLAN,
+    args = (
         product_id,
-        [w for w, _ in plan],
-        [u for _, u in plan],
+        quantity,
         cart_id,
         until,
         actor.id if actor else None,
@@ -239,7 +237,13 @@ async def reserve(
         client_ip.get(),
         quantity if add_to_line else 0,
     )
-    if not rows or rows[0]["updated"] != len(plan):
+    rows = await db.fetch(_RESERVE, *args)
+    if rows[0]["available"] < quantity and await release_expired(session, product_id=product_id):
+        rows = await db.fetch(_RESERVE, *args)
+    available: int = rows[0]["available"]
+    if available < quantity:
+        raise _refuse(product_id, available)
+    if rows[0]["updated"] != rows[0]["planned"]:
         raise RuntimeError(f"stock of product {product_id} changed under its lock")
     RESERVATIONS.labels("reserved").inc(len(rows))
     return [

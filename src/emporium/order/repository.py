@@ -171,9 +171,30 @@ WITH o AS (
         FROM taken t
         ORDER BY 1, 2
     ) rows
+), answer AS (
+    UPDATE idempotency_keys
+    SET state = 'completed', response_status = $8::int, response_body = $9::text::jsonb,
+        order_id = (SELECT id FROM o)
+    WHERE user_id = $7::bigint AND key = $10::text AND state = 'processing'
+      AND EXISTS (SELECT 1 FROM o)
 )
 SELECT * FROM o
 """
+_ANSWER = """
+UPDATE idempotency_keys
+SET state = 'completed', response_status = $3, response_body = $4::text::jsonb, order_id = $5
+WHERE user_id = $1 AND key = $2 AND state = 'processing'
+"""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The final response to an idempotent request, stored with the change it reports."""
+
+    user_id: int
+    key: str
+    status: int
+    body: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -231,11 +252,38 @@ class OrderWrites(Repository):
         return order_id
 
     async def pay(
-        self, order_id: int, gateway_payment_id: str, actor_id: int | None, at: datetime
+        self,
+        order_id: int,
+        gateway_payment_id: str,
+        actor_id: int | None,
+        at: datetime,
+        answer: Answer | None = None,
     ) -> Order | None:
+        """Mark a pending order paid (None if it was not pending), answering its key."""
         row = await (await Sql.of(self.session)).fetchrow(
-            _PAY, order_id, at, gateway_payment_id, actor_id, correlation_id.get(), client_ip.get()
+            _PAY,
+            order_id,
+            at,
+            gateway_payment_id,
+            actor_id,
+            correlation_id.get(),
+            client_ip.get(),
+            answer.user_id if answer else None,
+            answer.status if answer else None,
+            json.dumps(answer.body, default=str) if answer else None,
+            answer.key if answer else None,
         )
         if row is None:
             return None
         return Order(**dict(row))
+
+    async def answer(self, answer: Answer, order_id: int | None) -> None:
+        """Record the final response of a key still being processed."""
+        await (await Sql.of(self.session)).execute(
+            _ANSWER,
+            answer.user_id,
+            answer.key,
+            answer.status,
+            json.dumps(answer.body, default=str),
+            order_id,
+        )

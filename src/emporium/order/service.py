@@ -30,7 +30,7 @@ from emporium.models import (
 )
 from emporium.order.errors import InvalidTransition, NothingToShip, NotOrderSeller, OrderNotFound
 from emporium.order.metrics import ORDER_VALUE, ORDERS
-from emporium.order.repository import OrderRepository, OrderWrites, PlacedLine
+from emporium.order.repository import Answer, OrderRepository, OrderWrites, PlacedLine
 from emporium.order.state import CANCELLABLE, OrderStatus, check_transition
 
 CENT = Decimal("0.01")
@@ -210,15 +210,30 @@ class OrderService:
         )
 
     async def mark_paid(
-        self, session: AsyncSession, order_id: int, gateway_payment_id: str, actor: User | None
+        self,
+        session: AsyncSession,
+        order_id: int,
+        gateway_payment_id: str,
+        actor: User | None,
+        *,
+        at: datetime | None = None,
+        answer: Answer | None = None,
     ) -> Order:
-        now = datetime.now(UTC)
-        order = await OrderWrites.from_session(session).pay(
-            order_id, gateway_payment_id, actor.id if actor else None, now
+        """Mark the order paid and take its stock; ``answer`` completes its idempotency key
+        in the same statement, so the stock locks are released at the next commit."""
+        writes = OrderWrites.from_session(session)
+        order = await writes.pay(
+            order_id,
+            gateway_payment_id,
+            actor.id if actor else None,
+            at or datetime.now(UTC),
+            answer,
         )
         if order is None:
             order = await self.lock(session, order_id)
             if order.status == OrderStatus.paid.value:
+                if answer is not None:
+                    await writes.answer(answer, order_id)
                 return order  # a redelivered success is a no-op
             check_transition(order.status, OrderStatus.paid)
             raise AssertionError("unreachable: only pending_payment orders can be paid")
