@@ -58,6 +58,7 @@ class Stats:
     cart_latencies: list[float] = field(default_factory=list)
     orders: int = 0
     rejected: int = 0
+    last_order_at: float = 0.0
     errors: dict[int, int] = field(default_factory=dict)
 
 
@@ -122,6 +123,7 @@ async def buy(client: aiohttp.ClientSession, token: str, product_id: int, stats:
     stats.latencies.append((time.perf_counter() - t) * 1000)
     if status == 201:
         stats.orders += 1
+        stats.last_order_at = time.perf_counter()
         return True
     stats.errors[status] = stats.errors.get(status, 0) + 1
     return False
@@ -238,9 +240,14 @@ async def flash(
     print(
         f"  oversold units: {oversold}; stock left {row['q']}, reserved {row['r']}; rows breaking invariants: {bad}"
     )
+    # The sale lasts until the last unit is paid for; later buyers only get a 409.
+    sale = max(stats.last_order_at - start, 1e-9)
     print(
-        f"  {stats.orders / elapsed:.1f} orders/s; checkout latency {pct(stats.latencies)}; "
-        f"add-to-cart latency {pct(stats.cart_latencies)}"
+        f"  sold out in {sale:.2f}s: {stats.orders / sale:.1f} orders/s while stock lasted "
+        f"({stats.orders / elapsed:.1f} orders/s over all {buyers} buyers)"
+    )
+    print(
+        f"  checkout latency {pct(stats.latencies)}; add-to-cart latency {pct(stats.cart_latencies)}"
     )
     attempts = len(stats.cart_latencies)
     print(f"  SQL statements per buyer (add to cart [+ checkout]): {spent / max(attempts, 1):.1f}")

@@ -107,6 +107,34 @@ async def test_add_reserves_most_stock_first_and_splits(
     assert (await client.get(f"/api/v1/products/{sony}/stock")).json()["available"] == 3
 
 
+async def test_the_cart_returned_by_add_is_the_cart_as_stored(
+    client: AsyncClient, catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
+) -> None:
+    """Add answers from what it read and reserved; a fresh read must agree exactly."""
+    sony, iphone, cable = (catalog["product"][k] for k in ("sony", "iphone", "cable"))
+    steps = [(sony, 3), (iphone, 2), (sony, 9), (cable, 1), (iphone, 1)]
+    for product_id, quantity in steps:
+        added = await client.post(
+            ITEMS, json={"product_id": product_id, "quantity": quantity}, headers=auth("customer")
+        )
+        assert added.status_code == 200, added.text
+        got, stored = added.json(), (await client.get(CART, headers=auth("customer"))).json()
+        # Reading the cart slides its holds, so only the expiry may move (forward).
+        until = {line["product_id"]: line["reserved_until"] for line in got["lines"]}
+        assert {
+            line["product_id"]: line["reserved_until"] >= until[line["product_id"]]
+            for line in stored["lines"]
+        } == dict.fromkeys(until, True)
+        for body in (got, stored):
+            for line in body["lines"]:
+                line.pop("reserved_until")
+        assert got == stored
+    assert [line["quantity"] for line in stored["lines"]] == [12, 3, 1]
+    # Sony: 12 of 15 held, so 3 free; the line order is the order of first adding.
+    assert [line["product_id"] for line in stored["lines"]] == [sony, iphone, cable]
+    assert stored["lines"][0]["available"] == 3
+
+
 async def test_insufficient_stock_changes_nothing(
     client: AsyncClient, catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
 ) -> None:

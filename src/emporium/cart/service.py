@@ -20,7 +20,7 @@ from emporium.cart import schemas
 from emporium.cart.repository import CartRepository
 from emporium.catalog.errors import ProductNotFound
 from emporium.catalog.repository import ProductRepository
-from emporium.inventory.reservations import release, release_units, reserve
+from emporium.inventory.reservations import release, release_units, reserve, reserve_units
 from emporium.kit.errors import InvalidInput, NotFound
 from emporium.kit.sql import Sql
 from emporium.models import Cart, User
@@ -93,19 +93,30 @@ def empty_cart() -> schemas.CartView:
     return schemas.CartView(lines=[], subtotal=Decimal("0.00"), item_count=0)
 
 
+def _line(
+    product_id: int,
+    title: str,
+    unit_price: Decimal,
+    quantity: int,
+    reserved_until: datetime | None,
+    available: int,
+) -> schemas.CartLine:
+    return schemas.CartLine(
+        product_id=product_id,
+        title=title,
+        unit_price=unit_price,
+        quantity=quantity,
+        line_total=(unit_price * quantity).quantize(CENT),
+        reserved_until=reserved_until,
+        available=available,
+    )
+
+
 async def render(session: AsyncSession, cart_id: int) -> schemas.CartView:
-    lines = [
-        schemas.CartLine(
-            product_id=row.product_id,
-            title=row.title,
-            unit_price=row.unit_price,
-            quantity=row.quantity,
-            line_total=(row.unit_price * row.quantity).quantize(CENT),
-            reserved_until=row.reserved_until,
-            available=row.available,
-        )
-        for row in await CartRepository.from_session(session).lines(cart_id)
-    ]
+    return _view([_line(*row) for row in await CartRepository.from_session(session).lines(cart_id)])
+
+
+def _view(lines: list[schemas.CartLine]) -> schemas.CartView:
     return schemas.CartView(
         lines=lines,
         subtotal=sum((line.line_total for line in lines), Decimal("0.00")),
@@ -134,7 +145,18 @@ SELECT (SELECT id FROM c) AS cart_id, p.is_active,
      WHERE cart_id = (SELECT id FROM c) AND product_id = $2) AS current,
     (SELECT coalesce(sum(quantity - reserved), 0) FROM stock WHERE product_id = $2) AS free,
     EXISTS (SELECT 1 FROM reservations
-            WHERE product_id = $2 AND reserved_until < now()) AS reclaimable
+            WHERE product_id = $2 AND reserved_until < now()) AS reclaimable,
+    p.title, p.price,
+    (SELECT coalesce(jsonb_agg(jsonb_build_object(
+            'product_id', ci.product_id, 'title', lp.title, 'price', lp.price::text,
+            'quantity', ci.quantity,
+            'held', EXISTS (SELECT 1 FROM reservations r
+                            WHERE r.cart_id = ci.cart_id AND r.product_id = ci.product_id),
+            'available', (SELECT coalesce(sum(s.quantity - s.reserved), 0) FROM stock s
+                          WHERE s.product_id = ci.product_id)
+        ) ORDER BY ci.added_at, ci.product_id), '[]'::jsonb)
+     FROM cart_items ci JOIN products lp ON lp.id = ci.product_id
+     WHERE ci.cart_id = (SELECT id FROM c)) AS lines
 FROM products p WHERE p.id = $2
 """
 _USER_STATE = (
@@ -158,11 +180,10 @@ async def add_item(
     state = await (await Sql.of(session)).fetchrow(query, key, product_id, until)
     if state is None or not state["is_active"]:
         raise ProductNotFound(f"product {product_id} does not exist")
-    cart_id: int = state["cart_id"]
     _check_limit((state["current"] or 0) + quantity)
-    await reserve(
+    _, free_after = await reserve_units(
         session,
-        cart_id=cart_id,
+        cart_id=state["cart_id"],
         product_id=product_id,
         quantity=quantity,
         until=until,
@@ -170,7 +191,29 @@ async def add_item(
         checked=(int(state["free"]), bool(state["reclaimable"])),
         add_to_line=True,
     )
-    return await render(session, cart_id), token
+    # The cart as it now is, from what the state read and the reservation returned: the
+    # reservation is then the transaction's last statement, so the product's stock rows
+    # stay locked only until the commit.
+    lines = [
+        _line(
+            line["product_id"],
+            line["title"],
+            Decimal(line["price"]),
+            line["quantity"],
+            until if line["held"] else None,
+            line["available"],
+        )
+        for line in state["lines"]
+    ]
+    for i, line in enumerate(lines):
+        if line.product_id == product_id:
+            lines[i] = _line(
+                product_id, line.title, line.unit_price, line.quantity + quantity, until, free_after
+            )
+            break
+    else:
+        lines.append(_line(product_id, state["title"], state["price"], quantity, until, free_after))
+    return _view(lines), token
 
 
 async def update_item(

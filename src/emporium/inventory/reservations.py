@@ -208,13 +208,31 @@ async def reserve(
     quantity: int,
     until: datetime,
     actor: User | None = None,
-    checked: tuple[int, bool] | None = None,
-    add_to_line: bool = False,
 ) -> list[Reserved]:
     """Hold ``quantity`` units for a cart line, or raise InsufficientStock changing nothing.
 
     Expired holds never block a buyer: when stock is short, the product's expired
     reservations are released first and the reservation is tried once more.
+    """
+    rows, _ = await reserve_units(
+        session, cart_id=cart_id, product_id=product_id, quantity=quantity, until=until, actor=actor
+    )
+    return rows
+
+
+async def reserve_units(
+    session: AsyncSession,
+    *,
+    cart_id: int,
+    product_id: int,
+    quantity: int,
+    until: datetime,
+    actor: User | None = None,
+    checked: tuple[int, bool] | None = None,
+    add_to_line: bool = False,
+) -> tuple[list[Reserved], int]:
+    """:func:`reserve`, also returning the product's free units left afterwards.
+
     ``checked`` is a :func:`precheck` result the caller already has; ``add_to_line`` also
     adds the units to the cart line, in the same statement.
     """
@@ -251,7 +269,7 @@ async def reserve(
             r["id"], cart_id, product_id, r["warehouse_id"], r["quantity"], r["reserved_until"]
         )
         for r in rows
-    ]
+    ], available - quantity
 
 
 async def _return_units(session: AsyncSession, holds: Sequence[Hold], actor: User | None) -> None:

@@ -80,6 +80,18 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+def autocommit_sessionmaker(
+    maker: async_sessionmaker[AsyncSession],
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions for units of work that are one statement: it commits as it completes.
+
+    The locks it takes are released inside the database, without waiting for the
+    application to send a COMMIT: what keeps a sell-out's hot stock rows moving.
+    """
+    engine: AsyncEngine = maker.kw["bind"]
+    return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+
 def after_commit(callback: AfterCommit) -> None:
     """Run ``callback`` once the current unit of work has committed; dropped on rollback."""
     pending = _after_commit.get()
