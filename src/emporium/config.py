@@ -30,7 +30,10 @@ class Settings(BaseSettings):
     # Unset means: start (or join) an embedded server under data_dir.
     database_url: str | None = None
     valkey_url: str | None = None
-    db_pool_size: int = Field(default=10, ge=1)
+    # Per server process. Connections beyond the pool are opened and closed per use,
+    # which under steady load costs more than the work itself, so the pool is sized for
+    # the load and the overflow only absorbs bursts.
+    db_pool_size: int = Field(default=20, ge=1)
     # A ping costs three round trips per checkout from the pool; without it a connection
     # the server dropped fails one request (503) and is replaced.
     db_pool_pre_ping: bool = False

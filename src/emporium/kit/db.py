@@ -66,7 +66,7 @@ async def open_database(settings: Settings) -> tuple[AsyncEngine, async_sessionm
 
 def create_engine(url: str, pool_size: int = 10, *, pre_ping: bool = False) -> AsyncEngine:
     engine = create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping
+        url, pool_size=pool_size, max_overflow=max(pool_size // 4, 2), pool_pre_ping=pre_ping
     )
     event.listen(engine.sync_engine, "before_cursor_execute", _count_statement)
     return engine
