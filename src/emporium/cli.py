@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from enum import StrEnum
@@ -80,10 +82,18 @@ def serve(
     import uvicorn
 
     from emporium.kit.embedded import start_embedded_valkey
+    from emporium.kit.metrics import MULTIPROC_ENV
     from emporium.main import create_app
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        # The workers share their Prometheus metrics through files and /metrics sums
+        # them; a directory set by the operator is theirs to wipe between runs.
+        metrics_dir = (settings.data_dir / "metrics").resolve()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ[MULTIPROC_ENV] = str(metrics_dir)
     _migrate(settings)
     console.print(f"Emporium on [bold]http://{host}:{port}[/bold]  (API docs: /docs)")
     if workers == 1:

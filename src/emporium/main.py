@@ -38,7 +38,7 @@ from emporium.kit.embedded import EmbeddedValkey, start_embedded_valkey
 from emporium.kit.errors import install_error_handlers
 from emporium.kit.leader import Leadership
 from emporium.kit.logging import CorrelationIdMiddleware, configure_logging
-from emporium.kit.metrics import PrometheusMiddleware, metrics_endpoint
+from emporium.kit.metrics import PrometheusMiddleware, metrics_endpoint, process_exited
 from emporium.kit.outbox import OutboxDispatcher
 from emporium.order.endpoints import router as order_router
 from emporium.order.tasks import PaymentReconciler
@@ -200,3 +200,4 @@ async def shutdown(app: FastAPI) -> None:
     if state.embedded_valkey is not None:
         await step("valkey", lambda: asyncio.to_thread(state.embedded_valkey.stop))
     await step("engine", state.engine.dispose)
+    await step("metrics", process_exited)

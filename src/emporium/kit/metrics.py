@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,7 +42,12 @@ SEARCH_FALLBACKS = Counter(
 OUTBOX_DISPATCHED = Counter(
     "emporium_outbox_events_dispatched_total", "Outbox events delivered", ["topic"]
 )
-OUTBOX_LAG = Gauge("emporium_outbox_pending_events", "Outbox events not yet delivered")
+# Only the process running the dispatcher sets it; with several processes, the live max.
+OUTBOX_LAG = Gauge(
+    "emporium_outbox_pending_events",
+    "Outbox events not yet delivered",
+    multiprocess_mode="livemax",
+)
 DB_STATEMENTS = Counter("emporium_db_statements", "SQL statements sent to PostgreSQL")
 CACHE_REQUESTS = Counter("emporium_cache_requests_total", "Product cache lookups", ["result"])
 
@@ -89,5 +103,24 @@ class PrometheusMiddleware:
             )
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    """Where server processes share their metrics (set by ``emporium serve --workers``)."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
 async def metrics_endpoint(_: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    if multiprocess_dir() is None:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    # Every process writes its values to files; any process answers with the sum.
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def process_exited() -> None:
+    """Drop this process's live gauges from the shared metrics."""
+    if multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

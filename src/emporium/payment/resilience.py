@@ -39,8 +39,12 @@ from emporium.payment.gateway import (
 T = TypeVar("T")
 log = structlog.get_logger("emporium.payment")
 
+# Each server process has its own breaker: with several, each reports its state (pid).
 CIRCUIT_BREAKER_STATE = Gauge(
-    "circuit_breaker_state", "Circuit breaker state: 0 closed, 1 open, 2 half-open", ["service"]
+    "circuit_breaker_state",
+    "Circuit breaker state: 0 closed, 1 open, 2 half-open",
+    ["service"],
+    multiprocess_mode="liveall",
 )
 
 
