@@ -3,142 +3,51 @@
 -- Run it with bench/pgbench_checkout.py --run, which prepares the data and passes
 --   -D product_lo=.. -D product_hi=..   a contiguous id range of bench products (1 warehouse, huge stock)
 --   -D run=<hex>                        makes idempotency keys unique across runs
---   -D ping=1|0                         the pool's pre-ping (BEGIN; ";"; ROLLBACK) per connection checkout
 -- Each pgbench client is the bench user whose api_token_hash is 'pgbench-user-' || lpad(client_id, 51, '0')
 -- (one user per client, so no two clients share a cart, as no two browsers share one).
 --
--- Source of every statement: the trace `bench/pgbench_checkout.py` captures with a
--- before_cursor_execute listener (written to $TMPDIR/emporium-checkout.capture.json). Column lists, WHERE
--- clauses, locks and RETURNING are copied from it; values the app computes in Python
--- (timestamps, JSON bodies, correlation ids) are SQL expressions here. Every variable is
--- cast so the script works with -M simple and -M prepared. `--check` compares the
--- [tag] comments below (verb + table, in order) with a fresh capture.
+-- The statements are the application's own text (the trace `bench/pgbench_checkout.py`
+-- captures: $TMPDIR/emporium-checkout.capture.json), with each $n parameter replaced by
+-- the value the application sends, as a pgbench variable or an SQL expression
+-- (timestamps, JSON bodies, correlation ids). Every variable is cast so the script works
+-- with -M simple and -M prepared. `--check` compares the [tag] comments below (verb +
+-- table of each statement's first clause, in order) with a fresh capture.
 
 \set uix :client_id
 \set pid random(:product_lo, :product_hi)
 \set k random(1, 999999999999)
 
--- ============ add to cart: the request's transaction (14 statements) ============
-\if :ping
-BEGIN;
-;
-ROLLBACK;
-\endif
+-- ============ add to cart: one transaction, 3 statements ============
 BEGIN;
 -- [SELECT users] auth: API token lookup (auth/service.py user_for_token)
-SELECT users.id, users.email, users.name, users.role, users.seller_id, users.password_hash, users.api_token_hash, users.created_at FROM users WHERE users.api_token_hash = 'pgbench-user-' || lpad(:uix::text, 51, '0') \gset u_
--- [SELECT products] session.get(Product)
-SELECT products.id, products.seller_id, products.category_id, products.external_ref, products.title, products.description, products.brand, products.price, products.currency, products.images, products.attributes, products.rating, products.review_count, products.is_active, products.search_vector, products.updated_at, products.created_at FROM products WHERE products.id = :pid::BIGINT;
--- [INSERT carts] get-or-create the user's cart
-INSERT INTO carts (user_id) VALUES (:u_id::BIGINT) ON CONFLICT (user_id) DO NOTHING RETURNING carts.id;
--- [SELECT carts] lock the cart
-SELECT carts.id, carts.user_id, carts.guest_token_hash, carts.updated_at, carts.created_at FROM carts WHERE carts.user_id = :u_id::BIGINT FOR UPDATE \gset c_
--- [UPDATE reservations] touch: extend the cart's reservations (reservation_ttl_seconds = 1800)
-UPDATE reservations SET reserved_until=now() + interval '1800 seconds' WHERE reservations.cart_id = :c_id::BIGINT;
--- [SELECT cart_items] quantity already in the cart
-SELECT cart_items.quantity FROM cart_items WHERE cart_items.cart_id = :c_id::BIGINT AND cart_items.product_id = :pid::BIGINT;
--- [SELECT stock] availability + any expired reservations to reap first
-SELECT (SELECT coalesce(sum(stock.quantity - stock.reserved), 0::INTEGER) AS coalesce_1 FROM stock WHERE stock.product_id = :pid::BIGINT) AS anon_1, EXISTS (SELECT * FROM reservations WHERE reservations.product_id = :pid::BIGINT AND reservations.reserved_until < now()) AS anon_2;
--- [SELECT stock] lock the product's stock rows, warehouse order
-SELECT stock.warehouse_id, stock.quantity - stock.reserved AS anon_1 FROM stock WHERE stock.product_id = :pid::BIGINT ORDER BY stock.warehouse_id FOR UPDATE \gset s_
--- [UPDATE stock] reserve
-UPDATE stock SET reserved=(stock.reserved + 1::INTEGER), updated_at=now() WHERE stock.product_id = :pid::BIGINT AND stock.warehouse_id = :s_warehouse_id::BIGINT AND stock.quantity - stock.reserved >= 1::INTEGER RETURNING stock.reserved \gset s_
--- [INSERT reservations]
-INSERT INTO reservations (cart_id, product_id, warehouse_id, quantity, reserved_until) VALUES (:c_id::BIGINT, :pid::BIGINT, :s_warehouse_id::BIGINT, 1::INTEGER, now() + interval '1800 seconds') RETURNING reservations.id, reservations.cart_id, reservations.product_id, reservations.warehouse_id, reservations.quantity, reservations.reserved_until, reservations.created_at;
--- [INSERT cart_items]
-INSERT INTO cart_items (cart_id, product_id, quantity) VALUES (:c_id::BIGINT, :pid::BIGINT, 1::INTEGER) ON CONFLICT (cart_id, product_id) DO UPDATE SET quantity = (cart_items.quantity + excluded.quantity);
--- [SELECT cart_items] the cart view returned to the client
-SELECT cart_items.product_id, products.title, products.price, cart_items.quantity, anon_1.reserved_until, coalesce(anon_2.available, 0::INTEGER) AS coalesce_1 FROM cart_items JOIN products ON products.id = cart_items.product_id LEFT OUTER JOIN (SELECT reservations.product_id AS product_id, min(reservations.reserved_until) AS reserved_until FROM reservations WHERE reservations.cart_id = :c_id::BIGINT GROUP BY reservations.product_id) AS anon_1 ON anon_1.product_id = cart_items.product_id LEFT OUTER JOIN (SELECT stock.product_id AS product_id, coalesce(sum(stock.quantity - stock.reserved), 0::INTEGER) AS available FROM stock WHERE stock.product_id IN (SELECT cart_items.product_id FROM cart_items WHERE cart_items.cart_id = :c_id::BIGINT) GROUP BY stock.product_id) AS anon_2 ON anon_2.product_id = cart_items.product_id WHERE cart_items.cart_id = :c_id::BIGINT ORDER BY cart_items.added_at, cart_items.product_id;
--- [INSERT audit_logs] inventory.reserved
-INSERT INTO audit_logs (actor_user_id, action, entity_type, entity_id, old_values, new_values, correlation_id, ip) VALUES (:u_id::BIGINT, 'inventory.reserved', 'product', :pid::VARCHAR, jsonb_build_object('reserved', jsonb_build_object(:s_warehouse_id::text, :s_reserved::integer - 1)), jsonb_build_object('reserved', jsonb_build_object(:s_warehouse_id::text, :s_reserved::integer)), 'pgbench-' || :run::text || '-' || :k::text, '127.0.0.1') RETURNING audit_logs.id, audit_logs.created_at;
--- [INSERT outbox] stock.changed
-INSERT INTO outbox (topic, aggregate_type, aggregate_id, payload, processed_at) VALUES ('stock.changed', 'product', :pid::VARCHAR, jsonb_build_object('reserved', jsonb_build_object(:s_warehouse_id::text, :s_reserved::integer)), NULL::TIMESTAMP WITH TIME ZONE) RETURNING outbox.id, outbox.created_at;
+SELECT id, email, name, role, seller_id, password_hash, api_token_hash, created_at FROM users WHERE api_token_hash = (('pgbench-user-' || lpad(:uix::text, 51, '0'))) \gset u_
+-- [INSERT carts] take the cart (created on first use, row locked), slide its holds, read the product, line and free stock (cart/service.py)
+WITH c AS (INSERT INTO carts (user_id) VALUES ((:u_id::bigint)) ON CONFLICT (user_id) DO UPDATE SET updated_at = now() RETURNING id) , slid AS ( UPDATE reservations SET reserved_until = ((now() + interval '1800 seconds')) WHERE cart_id = (SELECT id FROM c) ) SELECT (SELECT id FROM c) AS cart_id, p.is_active, (SELECT quantity FROM cart_items WHERE cart_id = (SELECT id FROM c) AND product_id = (:pid::bigint)) AS current, (SELECT coalesce(sum(quantity - reserved), 0) FROM stock WHERE product_id = (:pid::bigint)) AS free, EXISTS (SELECT 1 FROM reservations WHERE product_id = (:pid::bigint) AND reserved_until < now()) AS reclaimable, p.title, p.price, (SELECT coalesce(jsonb_agg(jsonb_build_object( 'product_id', ci.product_id, 'title', lp.title, 'price', lp.price::text, 'quantity', ci.quantity, 'held', EXISTS (SELECT 1 FROM reservations r WHERE r.cart_id = ci.cart_id AND r.product_id = ci.product_id), 'available', (SELECT coalesce(sum(s.quantity - s.reserved), 0) FROM stock s WHERE s.product_id = ci.product_id) ) ORDER BY ci.added_at, ci.product_id), '[]'::jsonb) FROM cart_items ci JOIN products lp ON lp.id = ci.product_id WHERE ci.cart_id = (SELECT id FROM c)) AS lines FROM products p WHERE p.id = (:pid::bigint) \gset st_
+-- [SELECT stock] lock the stock rows, plan the split, reserve, add the cart line, audit, outbox (inventory/reservations.py _RESERVE)
+WITH locked AS MATERIALIZED ( SELECT warehouse_id, quantity - reserved AS free FROM stock WHERE product_id = (:pid::bigint)::bigint ORDER BY warehouse_id FOR UPDATE ), total AS ( SELECT coalesce(sum(greatest(free, 0)), 0)::int AS available FROM locked ), plan AS MATERIALIZED ( SELECT warehouse_id, least(free, (1)::int - before)::int AS units FROM ( SELECT warehouse_id, free, sum(free) OVER (ORDER BY free DESC, warehouse_id) - free AS before FROM locked WHERE free > 0 ) ranked WHERE before < (1)::int AND (SELECT available FROM total) >= (1)::int ), s AS ( UPDATE stock SET reserved = stock.reserved + plan.units, updated_at = now() FROM plan WHERE stock.product_id = (:pid::bigint)::bigint AND stock.warehouse_id = plan.warehouse_id AND stock.quantity - stock.reserved >= plan.units RETURNING stock.warehouse_id, stock.reserved, plan.units ), r AS ( INSERT INTO reservations (cart_id, product_id, warehouse_id, quantity, reserved_until) SELECT (:st_cart_id::bigint)::bigint, (:pid::bigint)::bigint, warehouse_id, units, ((now() + interval '1800 seconds'))::timestamptz FROM plan RETURNING id, warehouse_id, quantity, reserved_until ), line AS ( INSERT INTO cart_items (cart_id, product_id, quantity) SELECT (:st_cart_id::bigint)::bigint, (:pid::bigint)::bigint, (1)::int WHERE (1)::int > 0 AND EXISTS (SELECT 1 FROM plan) ON CONFLICT (cart_id, product_id) DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity ), audit AS ( INSERT INTO audit_logs (actor_user_id, action, entity_type, entity_id, old_values, new_values, correlation_id, ip) SELECT (:u_id::bigint)::bigint, 'inventory.reserved', 'product', (:pid::bigint)::text, jsonb_build_object('reserved', jsonb_object_agg(warehouse_id::text, reserved - units)), jsonb_build_object('reserved', jsonb_object_agg(warehouse_id::text, reserved)), (('pgbench-' || :run::text || '-' || :k::text))::text, ('127.0.0.1')::text FROM s HAVING count(*) > 0 ), event AS ( INSERT INTO outbox (topic, aggregate_type, aggregate_id, payload) SELECT 'stock.changed', 'product', (:pid::bigint)::text, jsonb_build_object('reserved', jsonb_object_agg(warehouse_id::text, reserved)) FROM s HAVING count(*) > 0 ) SELECT total.available, (SELECT count(*) FROM plan) AS planned, (SELECT count(*) FROM s) AS updated, r.id, r.warehouse_id, r.quantity, r.reserved_until FROM total LEFT JOIN r ON true ORDER BY r.id;
 COMMIT;
 
--- ============ checkout (20 statements in 5 transactions) ============
+-- ============ checkout: 6 statements ============
 -- request session: authentication, then the endpoint closes it (rolled back)
-\if :ping
-BEGIN;
-;
-ROLLBACK;
-\endif
 BEGIN;
 -- [SELECT users] auth: API token lookup
-SELECT users.id, users.email, users.name, users.role, users.seller_id, users.password_hash, users.api_token_hash, users.created_at FROM users WHERE users.api_token_hash = 'pgbench-user-' || lpad(:uix::text, 51, '0');
+SELECT id, email, name, role, seller_id, password_hash, api_token_hash, created_at FROM users WHERE api_token_hash = (('pgbench-user-' || lpad(:uix::text, 51, '0')));
 ROLLBACK;
 
--- idempotency claim (IdempotencyStore.begin; Valkey SET NX first, not SQL)
-\if :ping
+-- order creation unit of work (orders.create_from_cart); the Valkey SET NX comes first, not SQL
 BEGIN;
-;
-ROLLBACK;
-\endif
-BEGIN;
--- [INSERT idempotency_keys]
-INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES (:u_id::BIGINT, 'pgb-' || :run::text || '-' || :uix::text || '-' || :k::text, 'df5d5ca6a0a3424880f940739b15ad7b7a5a9221323443da5cc682e6a25ee77d') ON CONFLICT ON CONSTRAINT uq_idempotency_keys_user_key DO UPDATE SET request_hash = excluded.request_hash, state = 'processing'::VARCHAR, response_status = NULL::INTEGER, response_body = 'null'::JSONB, order_id = NULL::BIGINT, expires_at = (now() + interval '24 hours'), created_at = now() WHERE idempotency_keys.expires_at < now() RETURNING idempotency_keys.id;
-COMMIT;
-
--- order creation unit of work (orders.create_from_cart)
-\if :ping
-BEGIN;
-;
-ROLLBACK;
-\endif
-BEGIN;
--- [SELECT carts] the cart with its items and products, cart row locked
-SELECT carts.id, cart_items.cart_id, cart_items.product_id, cart_items.quantity, cart_items.added_at, products.id AS id_1, products.seller_id, products.category_id, products.external_ref, products.title, products.description, products.brand, products.price, products.currency, products.images, products.attributes, products.rating, products.review_count, products.is_active, products.search_vector, products.updated_at, products.created_at FROM carts JOIN cart_items ON cart_items.cart_id = carts.id JOIN products ON products.id = cart_items.product_id WHERE carts.user_id = :u_id::BIGINT ORDER BY cart_items.product_id FOR UPDATE OF carts \gset ci_
--- [SELECT reservations] lock the cart's reservations
-SELECT reservations.id, reservations.cart_id, reservations.product_id, reservations.warehouse_id, reservations.quantity, reservations.reserved_until, reservations.created_at FROM reservations WHERE reservations.cart_id = :c_id::BIGINT ORDER BY reservations.id FOR UPDATE \gset rv_
--- [INSERT orders]
-INSERT INTO orders (user_id, status, subtotal, shipping_total, total, shipping_address, idempotency_key, paid_at, updated_at, created_at) VALUES (:u_id::BIGINT, 'pending_payment', :ci_price::NUMERIC(14, 2) * :ci_quantity::INTEGER, 0::NUMERIC(14, 2), :ci_price::NUMERIC(14, 2) * :ci_quantity::INTEGER, '{"name": "Bench Buyer", "line1": "1 Load St", "line2": "", "city": "Testville", "postal_code": "12345", "country": "US"}'::JSONB, 'pgb-' || :run::text || '-' || :uix::text || '-' || :k::text, NULL::TIMESTAMP WITH TIME ZONE, now(), now()) RETURNING orders.id, orders.currency \gset o_
--- [DELETE reservations] reservations become allocations; the cart is emptied
-WITH gone AS (DELETE FROM reservations WHERE id = ANY(ARRAY[:rv_id::BIGINT])) DELETE FROM cart_items WHERE cart_id = :c_id::BIGINT;
--- [INSERT audit_logs] order.created
-INSERT INTO audit_logs (actor_user_id, action, entity_type, entity_id, old_values, new_values, correlation_id, ip) VALUES (:u_id::BIGINT, 'order.created', 'order', :o_id::VARCHAR, 'null'::JSONB, jsonb_build_object('total', (:ci_price::NUMERIC(14, 2) * :ci_quantity::INTEGER)::text, 'items', 1), 'pgbench-' || :run::text || '-' || :k::text, '127.0.0.1') RETURNING audit_logs.id, audit_logs.created_at;
--- [INSERT order_allocations]
-INSERT INTO order_allocations (order_id, product_id, warehouse_id, quantity) VALUES (:o_id::BIGINT, :rv_product_id::BIGINT, :rv_warehouse_id::BIGINT, :rv_quantity::INTEGER) RETURNING order_allocations.id, order_allocations.state;
--- [INSERT order_events] pending_payment
-INSERT INTO order_events (order_id, status, note, actor_user_id, created_at) VALUES (:o_id::BIGINT, 'pending_payment', '', :u_id::BIGINT, now()) RETURNING order_events.id;
--- [INSERT order_items]
-INSERT INTO order_items (order_id, product_id, seller_id, title, unit_price, quantity, line_total) VALUES (:o_id::BIGINT, :ci_product_id::BIGINT, :ci_seller_id::BIGINT, 'pgbench product ' || :ci_product_id::text, :ci_price::NUMERIC(12, 2), :ci_quantity::INTEGER, :ci_price::NUMERIC(14, 2) * :ci_quantity::INTEGER) RETURNING order_items.id;
--- [INSERT payments] pending, gateway idempotency key = order-<id>
-INSERT INTO payments (order_id, gateway, idempotency_key, gateway_payment_id, status, amount, card_last4, error_code) VALUES (:o_id::BIGINT, 'simulated', 'order-' || :o_id::text, NULL::VARCHAR, 'pending', :ci_price::NUMERIC(14, 2) * :ci_quantity::INTEGER, '4242', NULL::VARCHAR) RETURNING payments.id, payments.currency, payments.updated_at, payments.created_at;
--- [INSERT outbox] order.created
-INSERT INTO outbox (topic, aggregate_type, aggregate_id, payload, processed_at) VALUES ('order.created', 'order', :o_id::VARCHAR, '{}'::JSONB, NULL::TIMESTAMP WITH TIME ZONE) RETURNING outbox.id, outbox.created_at;
+-- [INSERT idempotency_keys] claim the idempotency key (checkout/idempotency.py _CLAIM)
+INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ((:u_id::bigint), (('pgb-' || :run::text || '-' || :uix::text || '-' || :k::text)), ('df5d5ca6a0a3424880f940739b15ad7b7a5a9221323443da5cc682e6a25ee77d')) ON CONFLICT ON CONSTRAINT uq_idempotency_keys_user_key DO UPDATE SET request_hash = EXCLUDED.request_hash, state = 'processing', response_status = NULL, response_body = NULL, order_id = NULL, created_at = now(), expires_at = now() + interval '24 hours' WHERE idempotency_keys.expires_at < now() RETURNING id;
+-- [SELECT carts] the cart with its items and products, cart row locked (order/service.py _CART_LINES)
+SELECT c.id AS cart_id, ci.product_id, ci.quantity, p.title, p.price, p.seller_id, p.is_active FROM carts c JOIN cart_items ci ON ci.cart_id = c.id JOIN products p ON p.id = ci.product_id WHERE c.user_id = (:u_id::bigint) ORDER BY ci.product_id FOR UPDATE OF c \gset ci_
+-- [SELECT reservations] lock the cart's reservations (order/service.py _CART_HOLDS)
+SELECT id, product_id, warehouse_id, quantity FROM reservations WHERE cart_id = (:ci_cart_id::bigint) ORDER BY id FOR UPDATE \gset rv_
+-- [INSERT orders] place the order: order, items, allocations, payment, timeline, audit, outbox; holds and lines go (order/repository.py _PLACE)
+WITH o AS ( INSERT INTO orders (user_id, status, subtotal, shipping_total, total, shipping_address, idempotency_key, created_at, updated_at) VALUES ((:u_id::bigint)::bigint, 'pending_payment', (:ci_price::numeric)::numeric, 0, (:ci_price::numeric)::numeric, ('{"name": "Bench Buyer", "line1": "1 Load St", "line2": "", "city": "Testville", "postal_code": "12345", "country": "US"}')::text::jsonb, (('pgb-' || :run::text || '-' || :uix::text || '-' || :k::text))::text, (now())::timestamptz, (now())::timestamptz) RETURNING id ), items AS ( INSERT INTO order_items (order_id, product_id, seller_id, title, unit_price, quantity, line_total) SELECT o.id, i.* FROM o, unnest((ARRAY[:ci_product_id::bigint])::bigint[], (ARRAY[:ci_seller_id::bigint])::bigint[], (ARRAY[('pgbench product ' || :ci_product_id::text)])::text[], (ARRAY[:ci_price::numeric])::numeric[], (ARRAY[:ci_quantity::int])::int[], (ARRAY[:ci_price::numeric])::numeric[]) AS i ), allocations AS ( INSERT INTO order_allocations (order_id, product_id, warehouse_id, quantity) SELECT o.id, a.* FROM o, unnest((ARRAY[:rv_product_id::bigint])::bigint[], (ARRAY[:rv_warehouse_id::bigint])::bigint[], (ARRAY[:rv_quantity::int])::int[]) AS a ), holds AS ( DELETE FROM reservations WHERE id = ANY((ARRAY[:rv_id::bigint])::bigint[]) ), lines AS ( DELETE FROM cart_items WHERE cart_id = (:ci_cart_id::bigint)::bigint ), payment AS ( INSERT INTO payments (order_id, gateway, idempotency_key, status, amount, card_last4) SELECT o.id, ('simulated')::text, 'order-' || o.id, 'pending', (:ci_price::numeric)::numeric, ('4242')::text FROM o ), timeline AS ( INSERT INTO order_events (order_id, status, note, actor_user_id, created_at) SELECT o.id, 'pending_payment', '', (:u_id::bigint)::bigint, (now())::timestamptz FROM o ), audit AS ( INSERT INTO audit_logs (actor_user_id, action, entity_type, entity_id, old_values, new_values, correlation_id, ip) SELECT (:u_id::bigint)::bigint, 'order.created', 'order', o.id::text, NULL, jsonb_build_object('total', (:ci_price::numeric)::numeric::text, 'items', (:ci_quantity::int)::int), (('pgbench-' || :run::text || '-' || :k::text))::text, ('127.0.0.1')::text FROM o ), event AS ( INSERT INTO outbox (topic, aggregate_type, aggregate_id, payload) SELECT 'order.created', 'order', o.id::text, '{}'::jsonb FROM o ) SELECT id FROM o \gset o_
 COMMIT;
 
 -- payment: authorize + capture at the in-process simulated gateway (no SQL)
 
--- mark-paid unit of work (orders.mark_paid)
-\if :ping
-BEGIN;
-;
-ROLLBACK;
-\endif
-BEGIN;
--- [UPDATE orders] pending_payment -> paid
-UPDATE orders SET status='paid', paid_at=now(), updated_at=now() WHERE orders.id = :o_id::BIGINT AND orders.status = 'pending_payment' RETURNING orders.id, orders.user_id, orders.status, orders.currency, orders.subtotal, orders.shipping_total, orders.total, orders.shipping_address, orders.idempotency_key, orders.paid_at, orders.updated_at, orders.created_at;
--- [UPDATE order_allocations] held -> committed
-UPDATE order_allocations SET state='committed' WHERE order_allocations.order_id = :o_id::BIGINT AND order_allocations.state = 'held' RETURNING order_allocations.id, order_allocations.order_id, order_allocations.product_id, order_allocations.warehouse_id, order_allocations.quantity, order_allocations.state;
--- [UPDATE stock] take the units: quantity and reserved both go down
-UPDATE stock SET quantity=(stock.quantity + (-:rv_quantity::INTEGER)), reserved=(stock.reserved + (-:rv_quantity::INTEGER)), updated_at=now() WHERE stock.product_id = :rv_product_id::BIGINT AND stock.warehouse_id = :rv_warehouse_id::BIGINT;
--- [UPDATE payments] pending -> captured
-UPDATE payments SET gateway_payment_id='pay_' || :run::text || '_' || :o_id::text, status='captured', updated_at=now() WHERE payments.order_id = :o_id::BIGINT AND payments.status = 'pending';
--- [INSERT audit_logs] payment.completed + inventory.adjusted (one insertmanyvalues statement)
-INSERT INTO audit_logs (actor_user_id, action, entity_type, entity_id, old_values, new_values, correlation_id, ip) SELECT p0::BIGINT, p1::VARCHAR, p2::VARCHAR, p3::VARCHAR, p4::JSONB, p5::JSONB, p6::VARCHAR, p7::VARCHAR FROM (VALUES (:u_id::BIGINT, 'payment.completed'::VARCHAR, 'order'::VARCHAR, :o_id::VARCHAR, 'null'::JSONB, jsonb_build_object('amount', (:ci_price::NUMERIC(14, 2) * :ci_quantity::INTEGER)::text, 'gateway_payment_id', 'pay_' || :run::text || '_' || :o_id::text), ('pgbench-' || :run::text || '-' || :k::text)::VARCHAR, '127.0.0.1'::VARCHAR, 0), (:u_id::BIGINT, 'inventory.adjusted'::VARCHAR, 'product'::VARCHAR, :rv_product_id::VARCHAR, 'null'::JSONB, jsonb_build_object('warehouse_id', :rv_warehouse_id::BIGINT, 'quantity', -:rv_quantity::INTEGER), ('pgbench-' || :run::text || '-' || :k::text)::VARCHAR, '127.0.0.1'::VARCHAR, 1)) AS imp_sen(p0, p1, p2, p3, p4, p5, p6, p7, sen_counter) ORDER BY sen_counter RETURNING audit_logs.id, audit_logs.created_at, audit_logs.id AS id__1;
--- [INSERT order_events] paid
-INSERT INTO order_events (order_id, status, note, actor_user_id, created_at) VALUES (:o_id::BIGINT, 'paid', '', :u_id::BIGINT, now()) RETURNING order_events.id;
--- [INSERT outbox] order.paid + stock.changed (one insertmanyvalues statement)
-INSERT INTO outbox (topic, aggregate_type, aggregate_id, payload, processed_at) SELECT p0::VARCHAR, p1::VARCHAR, p2::VARCHAR, p3::JSONB, p4::TIMESTAMP WITH TIME ZONE FROM (VALUES ('order.paid'::VARCHAR, 'order'::VARCHAR, :o_id::VARCHAR, '{}'::JSONB, NULL::TIMESTAMP WITH TIME ZONE, 0), ('stock.changed'::VARCHAR, 'product'::VARCHAR, :rv_product_id::VARCHAR, '{}'::JSONB, NULL::TIMESTAMP WITH TIME ZONE, 1)) AS imp_sen(p0, p1, p2, p3, p4, sen_counter) ORDER BY sen_counter RETURNING outbox.id, outbox.created_at, outbox.id AS id__1;
-COMMIT;
-
--- idempotency completion (IdempotencyStore.complete): store the 201 response
-\if :ping
-BEGIN;
-;
-ROLLBACK;
-\endif
-BEGIN;
--- [UPDATE idempotency_keys]
-UPDATE idempotency_keys SET state='completed', response_status=201::INTEGER, response_body=jsonb_build_object('id', :o_id::BIGINT, 'status', 'paid', 'currency', 'USD', 'subtotal', :ci_price::text, 'shipping_total', '0.00', 'total', :ci_price::text, 'shipping_address', '{"city": "Testville", "name": "Bench Buyer", "line1": "1 Load St", "line2": "", "country": "US", "postal_code": "12345"}'::JSONB, 'items', jsonb_build_array(jsonb_build_object('product_id', :ci_product_id::BIGINT, 'title', 'pgbench product ' || :ci_product_id::text, 'unit_price', :ci_price::text, 'quantity', :ci_quantity::INTEGER, 'line_total', :ci_price::text)), 'timeline', jsonb_build_array(jsonb_build_object('status', 'pending_payment', 'note', '', 'at', now()), jsonb_build_object('status', 'paid', 'note', '', 'at', now())), 'shipments', '[]'::JSONB, 'payment', jsonb_build_object('status', 'captured', 'amount', :ci_price::text, 'card_last4', '4242', 'error_code', NULL), 'created_at', now(), 'paid_at', now()), order_id=:o_id::BIGINT WHERE idempotency_keys.user_id = :u_id::BIGINT AND idempotency_keys.key = 'pgb-' || :run::text || '-' || :uix::text || '-' || :k::text;
-COMMIT;
+-- paying is one statement, run in autocommit (no BEGIN/COMMIT round trips)
+-- [UPDATE orders] pay: order paid, allocations committed, stock taken, payment captured, timeline, audit, outbox, idempotency answer (order/repository.py _PAY)
+WITH o AS ( UPDATE orders SET status = 'paid', paid_at = (now())::timestamptz, updated_at = (now())::timestamptz WHERE id = (:o_id::bigint)::bigint AND status = 'pending_payment' RETURNING * ), taken AS ( UPDATE order_allocations SET state = 'committed' WHERE order_id = (SELECT id FROM o) AND state = 'held' RETURNING product_id, warehouse_id, quantity ), locked AS MATERIALIZED ( SELECT s.product_id, s.warehouse_id FROM stock s WHERE (s.product_id, s.warehouse_id) IN (SELECT product_id, warehouse_id FROM taken) ORDER BY s.product_id, s.warehouse_id FOR UPDATE ), stock_out AS ( UPDATE stock SET quantity = stock.quantity - t.quantity, reserved = stock.reserved - t.quantity, updated_at = now() FROM taken t JOIN locked l USING (product_id, warehouse_id) WHERE stock.product_id = t.product_id AND stock.warehouse_id = t.warehouse_id ), payment AS ( UPDATE payments SET status = 'captured', gateway_payment_id = (('pay_' || :run::text || '_' || :o_id::text))::text, updated_at = (now())::timestamptz WHERE order_id = (SELECT id FROM o) AND status = 'pending' ), timeline AS ( INSERT INTO order_events (order_id, status, note, actor_user_id, created_at) SELECT o.id, 'paid', '', (:u_id::bigint)::bigint, (now())::timestamptz FROM o ), audit AS ( INSERT INTO audit_logs (actor_user_id, action, entity_type, entity_id, old_values, new_values, correlation_id, ip) SELECT (:u_id::bigint)::bigint, action, entity_type, entity_id, NULL, new_values, (('pgbench-' || :run::text || '-' || :k::text))::text, ('127.0.0.1')::text FROM ( SELECT 0 AS n, 0::bigint AS p, 0::bigint AS w, 'payment.completed' AS action, 'order' AS entity_type, o.id::text AS entity_id, jsonb_build_object('amount', o.total::text, 'gateway_payment_id', (('pay_' || :run::text || '_' || :o_id::text))::text) AS new_values FROM o UNION ALL SELECT 1, t.product_id, t.warehouse_id, 'inventory.adjusted', 'product', t.product_id::text, jsonb_build_object('warehouse_id', t.warehouse_id, 'quantity', -t.quantity) FROM taken t ORDER BY 1, 2, 3 ) rows ), event AS ( INSERT INTO outbox (topic, aggregate_type, aggregate_id, payload) SELECT topic, aggregate_type, aggregate_id, '{}'::jsonb FROM ( SELECT 0 AS n, 0::bigint AS p, 'order.paid' AS topic, 'order' AS aggregate_type, o.id::text AS aggregate_id FROM o UNION ALL SELECT DISTINCT 1, t.product_id, 'stock.changed', 'product', t.product_id::text FROM taken t ORDER BY 1, 2 ) rows ), answer AS ( UPDATE idempotency_keys SET state = 'completed', response_status = (201)::int, response_body = (jsonb_build_object('id', :o_id::bigint, 'status', 'paid', 'currency', 'USD', 'subtotal', :ci_price::text, 'shipping_total', '0.00', 'total', :ci_price::text, 'shipping_address', jsonb_build_object('name', 'Bench Buyer', 'line1', '1 Load St', 'line2', '', 'city', 'Testville', 'postal_code', '12345', 'country', 'US'), 'items', jsonb_build_array(jsonb_build_object('product_id', :ci_product_id::bigint, 'title', ('pgbench product ' || :ci_product_id::text), 'unit_price', :ci_price::text, 'quantity', :ci_quantity::int, 'line_total', :ci_price::text)), 'timeline', jsonb_build_array(jsonb_build_object('status', 'pending_payment', 'note', '', 'at', now()), jsonb_build_object('status', 'paid', 'note', '', 'at', now())), 'shipments', '[]'::jsonb, 'payment', jsonb_build_object('status', 'captured', 'amount', :ci_price::text, 'card_last4', '4242', 'error_code', NULL), 'created_at', now(), 'paid_at', now())::text)::text::jsonb, order_id = (SELECT id FROM o) WHERE user_id = (:u_id::bigint)::bigint AND key = (('pgb-' || :run::text || '-' || :uix::text || '-' || :k::text))::text AND state = 'processing' AND EXISTS (SELECT 1 FROM o) ) SELECT * FROM o;

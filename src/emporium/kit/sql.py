@@ -8,12 +8,25 @@ same transaction, same commit or rollback.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from emporium.kit.metrics import DB_STATEMENTS
+
+Listener = Callable[[str, tuple[Any, ...]], None]
+# Statement observers (benchmarks capture a request's SQL); normally empty.
+_listeners: list[Listener] = []
+
+
+def listen(listener: Listener) -> None:
+    _listeners.append(listener)
+
+
+def unlisten(listener: Listener) -> None:
+    _listeners.remove(listener)
 
 
 class Sql:
@@ -38,6 +51,8 @@ class Sql:
 
     async def _run(self, method: Any, query: str, args: tuple[Any, ...]) -> Any:
         DB_STATEMENTS.inc()
+        for listener in _listeners:
+            listener(query, args)
         try:
             return await method(query, *args)
         except _DISCONNECTS:
