@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi import FastAPI, Request
 from httpx import AsyncClient
 from sqlalchemy import func, select
@@ -9,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.audit import service as audit
 from emporium.auth.service import hash_token
+from emporium.catalog.loader import ensure_user
 from emporium.kit.errors import Conflict
-from emporium.models import AuditLog, Product, User
+from emporium.models import AuditLog, Product, Role, User
 from tests.fixtures import auth
 
 API = "/api/v1"
@@ -129,7 +131,8 @@ async def test_login_sets_cookie_and_token_and_me_works_both_ways(
     body = r.json()
     token = body["token"]
     assert body == {"token": token, "token_type": "bearer", "expires_in": 86400, "user": user}
-    assert len(token) == 43
+    # A login session: "ses_" and 32 random bytes, URL-safe base64 (43 characters).
+    assert (token[:4], len(token)) == ("ses_", 47)
     set_cookie = r.headers["set-cookie"]
     assert set_cookie.startswith(f"emporium_session={token};")
     attributes = [a.strip().lower() for a in set_cookie.split(";")]
@@ -365,3 +368,34 @@ async def test_deleted_session_user_is_unauthorized(
     await app.state.cache.client.set(_session_key(app, token), "424242", ex=60)
     r = await client.get(f"{API}/auth/me", headers={"Authorization": f"Bearer {token}"})
     assert (r.status_code, r.json()["error"]) == (401, "unauthorized")
+
+
+async def test_api_tokens_and_login_sessions_do_not_overlap(
+    client: AsyncClient, catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
+) -> None:
+    """A "ses_" bearer is only ever a login session; an API token may not take that prefix."""
+    users_before = await _users(maker)
+    with pytest.raises(ValueError, match="must not start with 'ses_'"):
+        async with maker() as s:
+            await ensure_user(
+                s,
+                email="x@example.com",
+                name="x",
+                role=Role.customer,
+                token="ses_x",
+                seller_id=None,
+            )
+    assert await _users(maker) == users_before
+    async with maker() as s, s.begin():
+        user = await s.scalar(select(User).where(User.id == catalog["user"]["customer"]))
+        assert user is not None
+        user.api_token_hash = hash_token("ses_looks-like-a-session")
+    r = await client.get(
+        "/api/v1/auth/me", headers={"Authorization": "Bearer ses_looks-like-a-session"}
+    )
+    assert (r.status_code, r.json()["error"]) == (401, "unauthorized")
+
+
+async def _users(maker: async_sessionmaker[AsyncSession]) -> int:
+    async with maker() as s:
+        return int(await s.scalar(select(func.count()).select_from(User)) or 0)

@@ -17,6 +17,13 @@ from emporium.kit.errors import AppError
 log = structlog.get_logger(__name__)
 
 SESSION_COOKIE = "emporium_session"
+# Login sessions are told apart from API tokens by their prefix, so a request is looked
+# up in one store only: Valkey for a session, PostgreSQL for an API token.
+SESSION_PREFIX = "ses_"
+
+
+def is_session_token(token: str) -> bool:
+    return token.startswith(SESSION_PREFIX)
 MAX_TOKEN_LENGTH = 512
 
 
@@ -34,7 +41,7 @@ class SessionStore:
         return f"{self.cache.prefix}session:{hash_token(token)}"
 
     async def create(self, user_id: int) -> str:
-        token = new_token()
+        token = SESSION_PREFIX + new_token()
         try:
             await self.cache.client.set(self.key(token), str(user_id), ex=self.ttl_seconds)
         except (ValkeyError, OSError) as exc:

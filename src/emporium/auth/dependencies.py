@@ -1,8 +1,9 @@
 """Typed authentication dependencies: the only way endpoints learn who is calling.
 
 Credentials come from ``Authorization: Bearer <token>`` or the ``emporium_session``
-cookie (the header wins when both are sent). A bearer value is first looked up as a
-login session in Valkey, then as an API token in the database.
+cookie (the header wins when both are sent). A login session's token carries the
+``ses_`` prefix and is looked up in Valkey; any other bearer value is an API token,
+looked up in the database.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
-from emporium.accounts.sessions import SESSION_COOKIE, session_store
+from emporium.accounts.sessions import SESSION_COOKIE, is_session_token, session_store
 from emporium.auth.service import user_by_id, user_for_token
 from emporium.kit.db import ReadSessionDep
 from emporium.kit.errors import Forbidden, Unauthorized
@@ -37,10 +38,11 @@ async def get_optional_user(
     if not token:
         return None
     user: User | None = None
-    store = session_store(request)
-    user_id = await store.user_id(token) if store is not None else None
-    if user_id is not None:
-        user = await user_by_id(session, user_id)
+    if is_session_token(token):
+        store = session_store(request)
+        user_id = await store.user_id(token) if store is not None else None
+        if user_id is not None:
+            user = await user_by_id(session, user_id)
     elif credentials is not None:
         # Only a header may carry an API token; the cookie is for sessions alone.
         user = await user_for_token(session, token)

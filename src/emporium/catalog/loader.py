@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from emporium.accounts.sessions import SESSION_PREFIX, is_session_token
 from emporium.auth.service import hash_token
 from emporium.catalog.sources import CatalogRecord, StockRecord
 from emporium.models import Category, OutboxEvent, Product, Role, Seller, Stock, User, Warehouse
@@ -122,6 +123,8 @@ async def ensure_warehouses(session: AsyncSession, warehouses: Sequence[tuple[st
 async def ensure_user(
     session: AsyncSession, *, email: str, name: str, role: Role, token: str, seller_id: int | None
 ) -> None:
+    if is_session_token(token):
+        raise ValueError(f"an API token must not start with {SESSION_PREFIX!r} (login sessions do)")
     stmt = insert(User).values(
         email=email,
         name=name,
