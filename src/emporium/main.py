@@ -40,6 +40,7 @@ from emporium.kit.leader import Leadership
 from emporium.kit.logging import CorrelationIdMiddleware, configure_logging
 from emporium.kit.metrics import PrometheusMiddleware, metrics_endpoint, process_exited
 from emporium.kit.outbox import OutboxDispatcher
+from emporium.kit.sql import create_pool, to_libpq_url
 from emporium.order.endpoints import router as order_router
 from emporium.order.tasks import PaymentReconciler
 from emporium.payment.factory import build_gateway
@@ -107,8 +108,14 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = await asyncio.to_thread(resolve_database_url, settings)
     await ensure_database(settings)
-    engine = create_engine(url, settings.db_pool_size, pre_ping=settings.db_pool_pre_ping)
+    # The hot paths (add to cart, checkout, the caller's identity) use the plain pool;
+    # everything else the ORM's, which needs fewer connections.
+    engine = create_engine(
+        url, max(settings.db_pool_size // 2, 2), pre_ping=settings.db_pool_pre_ping
+    )
     maker = create_sessionmaker(engine)
+    pool = await create_pool(to_libpq_url(url), settings.db_pool_size)
+    app.state.pool = pool
 
     embedded_valkey: EmbeddedValkey | None = None
     valkey_url = settings.valkey_url
@@ -124,7 +131,7 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
         reset_seconds=settings.search_breaker_reset_seconds,
     )
     indexer = SearchIndexer(index, maker, cache)
-    listen_dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    listen_dsn = to_libpq_url(url)
     dispatcher = OutboxDispatcher(
         maker, [indexer.handle], listen_dsn=listen_dsn, poll_seconds=settings.outbox_poll_seconds
     )
@@ -200,4 +207,5 @@ async def shutdown(app: FastAPI) -> None:
     if state.embedded_valkey is not None:
         await step("valkey", lambda: asyncio.to_thread(state.embedded_valkey.stop))
     await step("engine", state.engine.dispose)
+    await step("pool", state.pool.close)
     await step("metrics", process_exited)

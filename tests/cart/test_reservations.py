@@ -22,6 +22,7 @@ from emporium.inventory.reservations import (
     release,
     release_expired,
     reserve,
+    reserve_units,
 )
 from emporium.kit.db import UnitOfWork
 from emporium.models import AuditLog, Cart
@@ -275,3 +276,39 @@ async def test_only_an_expired_hold_blocks_and_it_is_released_on_demand(
         assert await stock_rows(maker, timer) == [(w1, 1, 1), (catalog["warehouse"]["W2"], 0, 0)]
         assert (await guest.get(CART)).json()["lines"] == []
     await assert_reserved_matches(maker)
+
+
+async def test_a_reservation_waiting_for_a_stock_lock_uses_what_was_freed_meanwhile(
+    catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The reservation plans from the rows as locked, not from its statement's snapshot."""
+    cable, w1, w2 = (
+        catalog["product"]["cable"],
+        catalog["warehouse"]["W1"],
+        catalog["warehouse"]["W2"],
+    )
+    await execute(maker, f"UPDATE stock SET quantity = 2 WHERE product_id = {cable}")
+    cart_id = await _cart(maker, "w" * 64)
+    async with maker() as restock, maker() as buyer:
+        await restock.execute(
+            text("UPDATE stock SET quantity = 12 WHERE product_id = :p AND warehouse_id = :w"),
+            {"p": cable, "w": w1},
+        )
+        # The buyer saw enough free stock; its reservation waits for the restock's lock.
+        waiting = asyncio.create_task(
+            reserve_units(
+                buyer,
+                cart_id=cart_id,
+                product_id=cable,
+                quantity=9,
+                until=UNTIL,
+                checked=(99, False),
+            )
+        )
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        await restock.commit()
+        rows, free_after = await waiting
+        await buyer.commit()
+    assert ([(r.warehouse_id, r.quantity) for r in rows], free_after) == ([(w1, 9)], 5)
+    assert await stock_rows(maker, cable) == [(w1, 12, 9), (w2, 2, 0)]

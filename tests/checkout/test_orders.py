@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
 from httpx import AsyncClient
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.kit.db import UnitOfWork
@@ -235,3 +237,43 @@ async def test_gateway_silent_mid_checkout_is_settled_and_replayed(
         "order_id": order_id,
     }
     await slow.aclose()
+
+
+async def test_paying_waits_for_a_stock_lock_and_keeps_the_other_writers_units(
+    app: FastAPI,
+    maker: async_sessionmaker[AsyncSession],
+    catalog: dict[str, Any],
+) -> None:
+    """Paying takes its units from the stock rows as they are once locked: a reservation
+    committed while it waited is neither lost nor taken twice."""
+    cable = catalog["product"]["cable"]
+    await execute_sql(maker, f"UPDATE stock SET quantity = 20 WHERE product_id = {cable}")
+    await execute_sql(
+        maker,
+        f"UPDATE stock SET quantity = 0 WHERE product_id = {cable} AND warehouse_id = "
+        f"{catalog['warehouse']['W2']}",
+    )
+    order_id, _ = await _pending_order(app, maker, catalog, {cable: 3})
+    assert await stock_of(maker, cable) == [(20, 3), (0, 0)]
+    async with maker() as other, maker() as payer:
+        # Another buyer's reservation holds the stock row while the order is being paid.
+        await other.execute(
+            text(
+                "UPDATE stock SET reserved = reserved + 5 WHERE product_id = :p AND quantity = 20"
+            ),
+            {"p": cable},
+        )
+        paying = asyncio.create_task(orders.mark_paid(payer, order_id, "ch_wait", None))
+        await asyncio.sleep(0.3)
+        assert not paying.done()
+        await other.commit()
+        paid = await paying
+        await payer.commit()
+    assert paid.status == "paid"
+    # 3 units left with the order; the other buyer's 5 stay reserved.
+    assert await stock_of(maker, cable) == [(17, 5), (0, 0)]
+
+
+async def execute_sql(maker: async_sessionmaker[AsyncSession], sql: str) -> None:
+    async with maker() as s, s.begin():
+        await s.execute(text(sql))

@@ -24,6 +24,8 @@ SESSION_PREFIX = "ses_"
 
 def is_session_token(token: str) -> bool:
     return token.startswith(SESSION_PREFIX)
+
+
 MAX_TOKEN_LENGTH = 512
 
 

@@ -15,8 +15,9 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 
 from emporium.accounts.sessions import SESSION_COOKIE, is_session_token, session_store
 from emporium.auth.service import user_by_id, user_for_token
-from emporium.kit.db import ReadSessionDep
+from emporium.kit.db import ReadSessionDep, TxDep
 from emporium.kit.errors import Forbidden, Unauthorized
+from emporium.kit.sql import Sql, transaction
 from emporium.models import Role, User
 
 bearer_scheme = HTTPBearer(
@@ -28,11 +29,38 @@ session_cookie_scheme = APIKeyCookie(
 )
 
 
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+SessionCookie = Annotated[str | None, Depends(session_cookie_scheme)]
+
+
 async def get_optional_user(
+    request: Request, session: ReadSessionDep, credentials: Bearer, cookie: SessionCookie
+) -> User | None:
+    return await identify(request, await Sql.of(session), credentials, cookie)
+
+
+async def get_optional_tx_user(
+    request: Request, db: TxDep, credentials: Bearer, cookie: SessionCookie
+) -> User | None:
+    """The caller, read in the request's plain-SQL unit of work (TxDep)."""
+    return await identify(request, db, credentials, cookie)
+
+
+async def get_standalone_user(request: Request, credentials: Bearer, cookie: SessionCookie) -> User:
+    """The caller, read on a connection given back at once: for an endpoint that runs
+    its own units of work and must not hold a connection meanwhile."""
+    async with transaction(request.app.state.pool, single=True) as db:
+        user = await identify(request, db, credentials, cookie)
+    if user is None:
+        raise Unauthorized("authentication required")
+    return user
+
+
+async def identify(
     request: Request,
-    session: ReadSessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-    cookie: Annotated[str | None, Depends(session_cookie_scheme)],
+    db: Sql,
+    credentials: HTTPAuthorizationCredentials | None,
+    cookie: str | None,
 ) -> User | None:
     token = credentials.credentials if credentials is not None else cookie
     if not token:
@@ -42,10 +70,10 @@ async def get_optional_user(
         store = session_store(request)
         user_id = await store.user_id(token) if store is not None else None
         if user_id is not None:
-            user = await user_by_id(session, user_id)
+            user = await user_by_id(db, user_id)
     elif credentials is not None:
         # Only a header may carry an API token; the cookie is for sessions alone.
-        user = await user_for_token(session, token)
+        user = await user_for_token(db, token)
     if user is None:
         raise Unauthorized("invalid or expired token")
     return user
@@ -70,6 +98,8 @@ class RoleRequired:
 
 
 OptionalUser = Annotated[User | None, Depends(get_optional_user)]
+OptionalTxUser = Annotated[User | None, Depends(get_optional_tx_user)]
+StandaloneUser = Annotated[User, Depends(get_standalone_user)]
 CurrentUser = Annotated[User, Depends(get_current_user)]
 CatalogWriter = Annotated[User, Depends(RoleRequired(Role.seller, Role.admin))]
 Admin = Annotated[User, Depends(RoleRequired(Role.admin))]

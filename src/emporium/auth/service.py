@@ -3,8 +3,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from emporium.kit.sql import Sql
 from emporium.models import User
 
@@ -21,19 +19,17 @@ def new_token() -> str:
 _COLUMNS = ", ".join(User.__table__.columns.keys())
 
 
-async def _user_where(session: AsyncSession, condition: str, value: object) -> User | None:
-    row = await (await Sql.of(session)).fetchrow(
-        f"SELECT {_COLUMNS} FROM users WHERE {condition}", value
-    )
+async def _user_where(db: Sql, condition: str, value: object) -> User | None:
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE {condition}", value)
     return None if row is None else User(**dict(row))
 
 
-async def user_by_id(session: AsyncSession, user_id: int) -> User | None:
-    """The user, detached from the session (read-only use)."""
-    return await _user_where(session, "id = $1", user_id)
+async def user_by_id(db: Sql, user_id: int) -> User | None:
+    """The user, detached from any session (read-only use)."""
+    return await _user_where(db, "id = $1", user_id)
 
 
-async def user_for_token(session: AsyncSession, token: str) -> User | None:
+async def user_for_token(db: Sql, token: str) -> User | None:
     if not token or len(token) > 512:
         return None
-    return await _user_where(session, "api_token_hash = $1", hash_token(token))
+    return await _user_where(db, "api_token_hash = $1", hash_token(token))

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.checkout.idempotency import IdempotencyStore, StoredResponse, request_hash
 from emporium.checkout.schemas import CheckoutRequest
-from emporium.kit.db import UnitOfWork, autocommit_sessionmaker
+from emporium.kit.db import UnitOfWork
 from emporium.kit.errors import AppError
 from emporium.models import Order, OrderItem, User
 from emporium.order import schemas
@@ -62,9 +62,6 @@ class CheckoutService:
     idempotency: IdempotencyStore
     gateway: PaymentGateway
     reservation_ttl: timedelta
-
-    def __post_init__(self) -> None:
-        self._single = autocommit_sessionmaker(self.maker)
 
     async def checkout(self, user: User, key: str, body: CheckoutRequest) -> StoredResponse:
         CHECKOUT_ATTEMPTS.inc()
@@ -136,12 +133,11 @@ class CheckoutService:
             )
 
         # The answer is known before the order is marked paid, so it is stored by the same
-        # statement and the stock rows stay locked for no longer than that round trip.
+        # statement and the stock rows are released as soon as it commits.
         order.status, order.paid_at = OrderStatus.paid.value, datetime.now(UTC)
         response = StoredResponse(201, paid_response(order, items, body.payment.card_number[-4:]))
         try:
-            # Paying is one statement (see OrderService.mark_paid): no transaction around it.
-            async with UnitOfWork(self._single) as session:
+            async with UnitOfWork(self.maker) as session:
                 await orders.mark_paid(
                     session,
                     order_id,

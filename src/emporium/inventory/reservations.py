@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emporium.audit import service as audit
@@ -23,7 +23,7 @@ from emporium.kit.errors import Conflict
 from emporium.kit.logging import client_ip, correlation_id
 from emporium.kit.outbox import record_event
 from emporium.kit.sql import Sql
-from emporium.models import CartItem, Reservation, Stock, User
+from emporium.models import Reservation, Stock, User
 
 RESERVATIONS = Counter(
     "inventory_reservations_total",
@@ -111,16 +111,22 @@ async def _adjust_reserved(
     record_event(session, "stock.changed", "product", product_id, {"reserved": new})
 
 
-# One statement locks the product's stock rows (warehouse order, like every stock
-# writer), plans the split (most free first, ties by warehouse id: plan_allocation),
-# puts the units on stock.reserved (conditionally: never more than a row has free),
-# creates the reservation rows and, when asked, the cart line units, and writes the
-# audit row and outbox event. Short of stock it changes nothing and reports what is
-# free. The stock row locks are held for one round trip plus the commit.
+# Reserving is two statements. The first locks the product's stock rows, in warehouse
+# order like every stock writer. The second, whose snapshot is taken with the locks
+# held and so sees the rows as locked, plans the split (most free first, ties by
+# warehouse id: plan_allocation), puts the units on stock.reserved, creates the
+# reservation rows and, when asked, the cart line units, and writes the audit row and
+# outbox event. Short of stock it changes nothing and reports what is free.
+# (A lock taken inside the same statement as the write is not enough: the write may
+# then be computed from the statement's older snapshot.)
+_LOCK_STOCK = """
+SELECT coalesce(sum(greatest(quantity - reserved, 0)), 0)::int AS available
+FROM (SELECT quantity, reserved FROM stock WHERE product_id = $1::bigint
+      ORDER BY warehouse_id FOR UPDATE) locked
+"""
 _RESERVE = """
 WITH locked AS MATERIALIZED (
-    SELECT warehouse_id, quantity - reserved AS free FROM stock
-    WHERE product_id = $1::bigint ORDER BY warehouse_id FOR UPDATE
+    SELECT warehouse_id, quantity - reserved AS free FROM stock WHERE product_id = $1::bigint
 ), total AS (
     SELECT coalesce(sum(greatest(free, 0)), 0)::int AS available FROM locked
 ), plan AS MATERIALIZED (
@@ -132,10 +138,10 @@ WITH locked AS MATERIALIZED (
     ) ranked
     WHERE before < $2::int AND (SELECT available FROM total) >= $2::int
 ), s AS (
+    -- The CHECK constraints refuse reserved > quantity whatever the plan says.
     UPDATE stock SET reserved = stock.reserved + plan.units, updated_at = now()
     FROM plan
     WHERE stock.product_id = $1::bigint AND stock.warehouse_id = plan.warehouse_id
-      AND stock.quantity - stock.reserved >= plan.units
     RETURNING stock.warehouse_id, stock.reserved, plan.units
 ), r AS (
     INSERT INTO reservations (cart_id, product_id, warehouse_id, quantity, reserved_until)
@@ -201,7 +207,7 @@ def _refuse(product_id: int, available: int) -> InsufficientStock:
 
 
 async def reserve(
-    session: AsyncSession,
+    session: AsyncSession | Sql,
     *,
     cart_id: int,
     product_id: int,
@@ -221,7 +227,7 @@ async def reserve(
 
 
 async def reserve_units(
-    session: AsyncSession,
+    session: AsyncSession | Sql,
     *,
     cart_id: int,
     product_id: int,
@@ -238,7 +244,7 @@ async def reserve_units(
     """
     if quantity <= 0:
         raise ValueError("quantity must be positive")
-    db = await Sql.of(session)
+    db = await Sql.from_(session)
     # Refuse without touching the row locks when a plain read already shows too little
     # and no expired hold could be reclaimed: in a sell-out most buyers end here, and
     # they must not queue behind the buyers who actually get stock.
@@ -255,12 +261,12 @@ async def reserve_units(
         client_ip.get(),
         quantity if add_to_line else 0,
     )
-    rows = await db.fetch(_RESERVE, *args)
-    if rows[0]["available"] < quantity and await release_expired(session, product_id=product_id):
-        rows = await db.fetch(_RESERVE, *args)
-    available: int = rows[0]["available"]
+    available: int = await db.fetchval(_LOCK_STOCK, product_id)
+    if available < quantity and await release_expired(db, product_id=product_id):
+        available = await db.fetchval(_LOCK_STOCK, product_id)
     if available < quantity:
         raise _refuse(product_id, available)
+    rows = await db.fetch(_RESERVE, *args)
     if rows[0]["updated"] != rows[0]["planned"]:
         raise RuntimeError(f"stock of product {product_id} changed under its lock")
     RESERVATIONS.labels("reserved").inc(len(rows))
@@ -371,47 +377,88 @@ async def release_units(
     return holds
 
 
-async def shrink_cart_lines(session: AsyncSession, holds: Sequence[Hold]) -> None:
-    """Take released units out of their cart lines; a line left at zero is deleted."""
-    per_line: dict[tuple[int, int], int] = defaultdict(int)
-    for h in holds:
-        per_line[(h.cart_id, h.product_id)] += h.quantity
-    for (cart_id, product_id), units in sorted(per_line.items()):
-        line = (CartItem.cart_id == cart_id, CartItem.product_id == product_id)
-        await session.execute(delete(CartItem).where(*line, CartItem.quantity <= units))
-        await session.execute(
-            update(CartItem)
-            .where(*line, CartItem.quantity > units)
-            .values(quantity=CartItem.quantity - units)
-            .execution_options(synchronize_session=False)
-        )
+# Expiry takes a batch of expired holds (SKIP LOCKED: several workers share the work,
+# and holds a cart request is touching are left to it), then locks what they touch, in
+# the global order (stock rows by product and warehouse, then cart lines), and finally,
+# in a statement that sees those rows as locked, gives the units back to stock, audits
+# and announces each product, and takes the units out of their cart lines (a line left
+# at zero goes).
+_EXPIRED = """
+SELECT id FROM reservations
+WHERE reserved_until < now() AND ($2::bigint IS NULL OR product_id = $2::bigint)
+ORDER BY id LIMIT $1::int
+FOR UPDATE SKIP LOCKED
+"""
+_LOCK_TOUCHED = """
+WITH held AS (SELECT cart_id, product_id, warehouse_id FROM reservations WHERE id = ANY($1)),
+stock_rows AS MATERIALIZED (
+    SELECT 1 FROM stock
+    WHERE (product_id, warehouse_id) IN (SELECT product_id, warehouse_id FROM held)
+    ORDER BY product_id, warehouse_id FOR UPDATE
+), line_rows AS MATERIALIZED (
+    SELECT 1 FROM cart_items
+    WHERE (cart_id, product_id) IN (SELECT cart_id, product_id FROM held)
+    ORDER BY cart_id, product_id FOR UPDATE
+)
+SELECT (SELECT count(*) FROM stock_rows), (SELECT count(*) FROM line_rows)
+"""
+_EXPIRE = """
+WITH gone AS (
+    DELETE FROM reservations WHERE id = ANY($1)
+    RETURNING id, cart_id, product_id, warehouse_id, quantity
+), per_row AS (
+    SELECT product_id, warehouse_id, sum(quantity)::int AS units FROM gone GROUP BY 1, 2
+), returned AS (
+    UPDATE stock SET reserved = stock.reserved - p.units, updated_at = now()
+    FROM per_row p
+    WHERE stock.product_id = p.product_id AND stock.warehouse_id = p.warehouse_id
+    RETURNING stock.product_id, stock.warehouse_id, stock.reserved, p.units
+), audit AS (
+    INSERT INTO audit_logs
+        (actor_user_id, action, entity_type, entity_id, old_values, new_values,
+         correlation_id, ip)
+    SELECT NULL, 'inventory.released', 'product', product_id::text,
+        jsonb_build_object('reserved', jsonb_object_agg(warehouse_id::text, reserved + units)),
+        jsonb_build_object('reserved', jsonb_object_agg(warehouse_id::text, reserved)),
+        $2::text, $3::text
+    FROM returned GROUP BY product_id ORDER BY product_id
+), event AS (
+    INSERT INTO outbox (topic, aggregate_type, aggregate_id, payload)
+    SELECT 'stock.changed', 'product', product_id::text,
+        jsonb_build_object('reserved', jsonb_object_agg(warehouse_id::text, reserved))
+    FROM returned GROUP BY product_id ORDER BY product_id
+), lines AS (
+    SELECT ci.cart_id, ci.product_id, ci.quantity, g.units
+    FROM cart_items ci
+    JOIN (SELECT cart_id, product_id, sum(quantity)::int AS units FROM gone GROUP BY 1, 2) g
+      ON g.cart_id = ci.cart_id AND g.product_id = ci.product_id
+), emptied AS (
+    DELETE FROM cart_items ci USING lines l
+    WHERE ci.cart_id = l.cart_id AND ci.product_id = l.product_id AND l.quantity <= l.units
+), shrunk AS (
+    UPDATE cart_items ci SET quantity = l.quantity - l.units FROM lines l
+    WHERE ci.cart_id = l.cart_id AND ci.product_id = l.product_id AND l.quantity > l.units
+)
+SELECT id, cart_id, product_id, warehouse_id, quantity FROM gone ORDER BY id
+"""
 
 
 async def expire_holds(
-    session: AsyncSession, *, product_id: int | None = None, limit: int = 500
+    db: AsyncSession | Sql, *, product_id: int | None = None, limit: int = 500
 ) -> list[Hold]:
-    """Release up to ``limit`` expired reservations and shrink their cart lines.
-
-    ``SKIP LOCKED``: several workers share the work, and rows a cart request is touching
-    right now are left to that request.
-    """
-    stmt = (
-        select(Reservation.id)
-        .where(Reservation.reserved_until < func.now())
-        .order_by(Reservation.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    if product_id is not None:
-        stmt = stmt.where(Reservation.product_id == product_id)
-    ids = list(await session.scalars(stmt))
-    holds = await _delete_reservations(session, ids, actor=None, status="expired")
-    await shrink_cart_lines(session, holds)
-    return holds
+    """Release up to ``limit`` expired reservations and shrink their cart lines."""
+    sql = await Sql.from_(db)
+    ids = [r["id"] for r in await sql.fetch(_EXPIRED, limit, product_id)]
+    if not ids:
+        return []
+    await sql.fetchrow(_LOCK_TOUCHED, ids)
+    rows = await sql.fetch(_EXPIRE, ids, correlation_id.get(), client_ip.get())
+    RESERVATIONS.labels("expired").inc(len(rows))
+    return [Hold(*r) for r in rows]
 
 
 async def release_expired(
-    session: AsyncSession, *, product_id: int | None = None, limit: int = 500
+    db: AsyncSession | Sql, *, product_id: int | None = None, limit: int = 500
 ) -> int:
     """Release expired reservations (one batch); returns how many were released."""
-    return len(await expire_holds(session, product_id=product_id, limit=limit))
+    return len(await expire_holds(db, product_id=product_id, limit=limit))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Annotated, NewType
 
@@ -24,6 +25,7 @@ from emporium.kit.embedded import (
     to_asyncpg_url,
 )
 from emporium.kit.metrics import DB_STATEMENTS
+from emporium.kit.sql import Sql, transaction
 
 # Reads take the read type so they can later be routed to a replica.
 AsyncReadSession = NewType("AsyncReadSession", AsyncSession)
@@ -80,18 +82,6 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-def autocommit_sessionmaker(
-    maker: async_sessionmaker[AsyncSession],
-) -> async_sessionmaker[AsyncSession]:
-    """Sessions for units of work that are one statement: it commits as it completes.
-
-    The locks it takes are released inside the database, without waiting for the
-    application to send a COMMIT: what keeps a sell-out's hot stock rows moving.
-    """
-    engine: AsyncEngine = maker.kw["bind"]
-    return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
-
-
 def after_commit(callback: AfterCommit) -> None:
     """Run ``callback`` once the current unit of work has committed; dropped on rollback."""
     pending = _after_commit.get()
@@ -108,6 +98,28 @@ async def _run_after_commit(callbacks: list[AfterCommit]) -> None:
             await callback()
         except Exception:  # a failed side effect must not turn a committed write into an error
             structlog.get_logger(__name__).exception("after_commit.failed")
+
+
+@asynccontextmanager
+async def unit_of_work_callbacks() -> AsyncIterator[Callable[[], None]]:
+    """Collect after-commit callbacks for the unit of work inside; run them if it committed.
+
+    The body calls the yielded function once its transaction has committed.
+    """
+    token = _after_commit.set([])
+    done = False
+
+    def committed() -> None:
+        nonlocal done
+        done = True
+
+    try:
+        yield committed
+        callbacks = _after_commit.get() or []
+    finally:
+        _after_commit.reset(token)
+    if done:
+        await _run_after_commit(callbacks)
 
 
 async def get_db_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -170,3 +182,12 @@ async def ping(engine: AsyncEngine) -> None:
 # can read its own write.
 SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
 ReadSessionDep = Annotated[AsyncReadSession, Depends(get_read_session)]
+
+
+async def get_tx(request: Request) -> AsyncIterator[Sql]:
+    """A request's unit of work on the plain pool (the hot paths' SessionDep)."""
+    async with transaction(request.app.state.pool) as db:
+        yield db
+
+
+TxDep = Annotated[Sql, Depends(get_tx, scope="function")]

@@ -1,17 +1,21 @@
-"""Plain SQL on the session's own connection and transaction, for the hot paths.
+"""Plain SQL for the hot paths: add to cart, checkout, and the caller's identity.
 
-Add to cart and checkout run a handful of set-based statements each. Sending them
-straight to asyncpg skips the ORM's per-statement compile and flush work (most of a
-request's CPU time) while staying inside the request's unit of work: same connection,
-same transaction, same commit or rollback.
+These run a handful of set-based statements each. Sending them straight to asyncpg
+skips the ORM's per-statement compile and flush work and the session's own upkeep,
+most of a request's CPU time. A unit of work is either a session's transaction
+(:meth:`Sql.of`) or one taken from the plain pool (:func:`transaction`), with the same
+rules: commit on success, roll back on error, side effects after the commit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from emporium.kit.metrics import DB_STATEMENTS
@@ -34,7 +38,11 @@ class Sql:
 
     __slots__ = ("_conn", "_owner")
 
-    def __init__(self, conn: asyncpg.Connection, owner: AsyncConnection) -> None:
+    def __init__(
+        self,
+        conn: asyncpg.Connection | PoolConnectionProxy[asyncpg.Record],
+        owner: AsyncConnection | None = None,
+    ) -> None:
         self._conn = conn
         self._owner = owner
 
@@ -49,6 +57,11 @@ class Sql:
             await adapted._start_transaction()
         return cls(cast(asyncpg.Connection, adapted._connection), conn)
 
+    @classmethod
+    async def from_(cls, source: AsyncSession | Sql) -> Sql:
+        """The plain-SQL side of a unit of work, whichever kind it is."""
+        return source if isinstance(source, Sql) else await cls.of(source)
+
     async def _run(self, method: Any, query: str, args: tuple[Any, ...]) -> Any:
         DB_STATEMENTS.inc()
         for listener in _listeners:
@@ -56,8 +69,10 @@ class Sql:
         try:
             return await method(query, *args)
         except _DISCONNECTS:
-            # A dead connection must not go back to the pool.
-            await self._owner.invalidate()
+            # A dead connection must not go back to the session's pool (the plain pool
+            # checks its connections itself).
+            if self._owner is not None:
+                await self._owner.invalidate()
             raise
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
@@ -77,3 +92,45 @@ class Sql:
 
 
 _DISCONNECTS = (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # JSON columns come back decoded, as through the ORM; JSON goes in as text.
+    await conn.set_type_codec(
+        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
+    )
+    await conn.set_type_codec(
+        "json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
+    )
+
+
+def to_libpq_url(url: str) -> str:
+    """``postgresql+asyncpg://`` (SQLAlchemy) to ``postgresql://`` (asyncpg, libpq)."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
+    """The plain connection pool of one server process."""
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min(2, size), max_size=size, init=_init_connection
+    )
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def transaction(pool: asyncpg.Pool, *, single: bool = False) -> AsyncIterator[Sql]:
+    """A unit of work on the plain pool; ``single``: one statement, no BEGIN/COMMIT.
+
+    Commits on success and rolls back on error; callbacks registered with
+    ``emporium.kit.db.after_commit`` run once it has committed.
+    """
+    from emporium.kit.db import unit_of_work_callbacks
+
+    async with unit_of_work_callbacks() as committed, pool.acquire() as conn:
+        if single:
+            yield Sql(conn)
+        else:
+            async with conn.transaction():
+                yield Sql(conn)
+        committed()

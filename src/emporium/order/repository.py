@@ -112,10 +112,24 @@ WITH o AS (
 SELECT id FROM o
 """
 
-# Paying is one statement too: the order moves to paid (only from pending_payment), its
-# held allocations are committed and leave stock (rows locked in (product, warehouse)
-# order, like every stock writer), the payment is captured, and the timeline, audit
-# trail and outbox record it all. No row back means the order was not pending.
+# Paying is two statements. The first locks the order row, then the stock rows its
+# held allocations take from, in (product, warehouse) order like every stock writer.
+# The second, whose snapshot sees those rows as locked, moves the order to paid (only
+# from pending_payment), commits the held allocations and takes their units out of
+# stock, captures the payment, and records it all in the timeline, audit trail and
+# outbox, with the checkout's idempotent answer. No row back: the order was not pending.
+_LOCK_FOR_PAY = """
+WITH o AS MATERIALIZED (SELECT id FROM orders WHERE id = $1::bigint FOR UPDATE),
+s AS MATERIALIZED (
+    SELECT 1 FROM stock
+    WHERE (product_id, warehouse_id) IN (
+        SELECT product_id, warehouse_id FROM order_allocations
+        WHERE order_id = (SELECT id FROM o) AND state = 'held')
+    ORDER BY product_id, warehouse_id
+    FOR UPDATE
+)
+SELECT count(*) FROM s
+"""
 _PAY = """
 WITH o AS (
     UPDATE orders SET status = 'paid', paid_at = $2::timestamptz, updated_at = $2::timestamptz
@@ -125,15 +139,10 @@ WITH o AS (
     UPDATE order_allocations SET state = 'committed'
     WHERE order_id = (SELECT id FROM o) AND state = 'held'
     RETURNING product_id, warehouse_id, quantity
-), locked AS MATERIALIZED (
-    SELECT s.product_id, s.warehouse_id FROM stock s
-    WHERE (s.product_id, s.warehouse_id) IN (SELECT product_id, warehouse_id FROM taken)
-    ORDER BY s.product_id, s.warehouse_id
-    FOR UPDATE
 ), stock_out AS (
     UPDATE stock SET quantity = stock.quantity - t.quantity,
                      reserved = stock.reserved - t.quantity, updated_at = now()
-    FROM taken t JOIN locked l USING (product_id, warehouse_id)
+    FROM taken t
     WHERE stock.product_id = t.product_id AND stock.warehouse_id = t.warehouse_id
 ), payment AS (
     UPDATE payments SET status = 'captured', gateway_payment_id = $3::text,
@@ -260,7 +269,9 @@ class OrderWrites(Repository):
         answer: Answer | None = None,
     ) -> Order | None:
         """Mark a pending order paid (None if it was not pending), answering its key."""
-        row = await (await Sql.of(self.session)).fetchrow(
+        db = await Sql.of(self.session)
+        await db.fetchval(_LOCK_FOR_PAY, order_id)
+        row = await db.fetchrow(
             _PAY,
             order_id,
             at,

@@ -220,7 +220,7 @@ class OrderService:
         answer: Answer | None = None,
     ) -> Order:
         """Mark the order paid and take its stock; ``answer`` completes its idempotency key
-        in the same statement, so the stock locks are released at the next commit."""
+        in the same statement, so nothing runs between taking the stock and the commit."""
         writes = OrderWrites.from_session(session)
         order = await writes.pay(
             order_id,
