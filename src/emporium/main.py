@@ -151,6 +151,7 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
         idempotency=IdempotencyStore(cache),
         gateway=gateway,
         reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
+        pool=pool,
     )
     app.state.reconciler = PaymentReconciler(
         maker,

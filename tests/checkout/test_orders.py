@@ -209,6 +209,7 @@ async def test_gateway_silent_mid_checkout_is_settled_and_replayed(
         idempotency=service.idempotency,
         gateway=slow,
         reservation_ttl=service.reservation_ttl,
+        pool=service.pool,
     )
     cable = catalog["product"]["cable"]
     await fill_cart(maker, catalog["user"]["customer"], {cable: 2})

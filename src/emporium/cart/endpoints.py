@@ -5,14 +5,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Cookie, Depends, FastAPI, Request, Response, status
 
-from emporium.auth.dependencies import OptionalUser
+from emporium.auth.dependencies import OptionalTxUser, OptionalUser
 from emporium.cart import schemas
 from emporium.cart import service as cart
 from emporium.catalog.endpoints import ProductId, invalidate_product
 from emporium.catalog.errors import ProductNotFound
 from emporium.config import Settings
 from emporium.inventory.reservations import InsufficientStock
-from emporium.kit.db import SessionDep
+from emporium.kit.db import SessionDep, TxDep
 from emporium.kit.errors import Unauthorized
 
 router = APIRouter(prefix="/cart", tags=["cart"])
@@ -31,6 +31,19 @@ async def cart_owner(
 
 
 Owner = Annotated[cart.CartOwner, Depends(cart_owner)]
+
+
+async def tx_cart_owner(
+    user: OptionalTxUser,
+    emporium_cart: Annotated[str | None, Cookie(max_length=128)] = None,
+) -> cart.CartOwner:
+    """``cart_owner`` for endpoints on the plain-SQL unit of work (TxDep)."""
+    if user is not None:
+        return cart.CartOwner(user=user)
+    return cart.CartOwner(user=None, guest_token=emporium_cart)
+
+
+TxOwner = Annotated[cart.CartOwner, Depends(tx_cart_owner)]
 
 
 def _settings(request: Request) -> Settings:
@@ -71,13 +84,13 @@ async def get_cart(request: Request, session: SessionDep, owner: Owner) -> schem
 async def add_item(
     request: Request,
     response: Response,
-    session: SessionDep,
-    owner: Owner,
+    db: TxDep,
+    owner: TxOwner,
     body: schemas.CartItemAdd,
 ) -> schemas.CartView:
     """Add units of a product; they are reserved until the cart is left untouched too long."""
     result, token = await cart.add_item(
-        session, owner, body.product_id, body.quantity, ttl=_ttl(request)
+        db, owner, body.product_id, body.quantity, ttl=_ttl(request)
     )
     if token is not None:
         _set_guest_cookie(request, response, token)

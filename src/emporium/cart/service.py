@@ -166,23 +166,41 @@ _USER_STATE = (
 _GUEST_STATE = "WITH c AS (SELECT $1::bigint AS id)" + _STATE
 
 
+async def _guest_cart(db: Sql, owner: CartOwner) -> tuple[int, str | None]:
+    """The guest's cart (locked), or a new one with the token for its cookie."""
+    if owner.guest_token:
+        found = await db.fetchval(
+            "SELECT id FROM carts WHERE guest_token_hash = $1 FOR UPDATE",
+            hash_cart_token(owner.guest_token),
+        )
+        if found is not None:
+            return int(found), None
+    # A fresh token, never the one the client sent: a client cannot choose its cart key.
+    token = secrets.token_urlsafe(32)
+    created = await db.fetchval(
+        "INSERT INTO carts (guest_token_hash) VALUES ($1) RETURNING id", hash_cart_token(token)
+    )
+    return int(created), token
+
+
 async def add_item(
-    session: AsyncSession, owner: CartOwner, product_id: int, quantity: int, *, ttl: timedelta
+    unit: AsyncSession | Sql, owner: CartOwner, product_id: int, quantity: int, *, ttl: timedelta
 ) -> tuple[schemas.CartView, str | None]:
     """Add units to a line, reserving them; returns the cart and a new guest token if any."""
+    db = await Sql.from_(unit)
     until = _until(ttl)
     token: str | None = None
     if owner.user is not None:
         query, key = _USER_STATE, owner.user.id
     else:
-        cart, token = await _find_or_create(session, owner)
-        query, key = _GUEST_STATE, cart.id
-    state = await (await Sql.of(session)).fetchrow(query, key, product_id, until)
+        key, token = await _guest_cart(db, owner)
+        query = _GUEST_STATE
+    state = await db.fetchrow(query, key, product_id, until)
     if state is None or not state["is_active"]:
         raise ProductNotFound(f"product {product_id} does not exist")
     _check_limit((state["current"] or 0) + quantity)
     _, free_after = await reserve_units(
-        session,
+        db,
         cart_id=state["cart_id"],
         product_id=product_id,
         quantity=quantity,

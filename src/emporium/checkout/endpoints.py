@@ -5,11 +5,10 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
-from emporium.auth.dependencies import CurrentUser
+from emporium.auth.dependencies import StandaloneUser
 from emporium.checkout.idempotency import IdempotencyInProgress, IdempotencyKeyReused
 from emporium.checkout.schemas import CheckoutRequest
 from emporium.checkout.service import CheckoutService, PaymentUnavailableError
-from emporium.kit.db import ReadSessionDep
 from emporium.kit.errors import Unauthorized
 from emporium.kit.schemas import CleanStr
 from emporium.order.schemas import Order
@@ -33,16 +32,14 @@ router = APIRouter(tags=["checkout"])
 )
 async def checkout(
     request: Request,
-    session: ReadSessionDep,
-    user: CurrentUser,
+    user: StandaloneUser,
     body: CheckoutRequest,
     idempotency_key: Annotated[
         CleanStr, Header(alias="Idempotency-Key", min_length=1, max_length=255)
     ],
 ) -> JSONResponse:
     """Place an order from the cart and pay for it. Safe to retry with the same key."""
-    # Checkout runs its own short transactions; don't hold this connection during payment.
-    await session.close()
+    # Checkout runs its own short transactions: no connection is held during payment.
     service: CheckoutService = request.app.state.checkout
     response = await service.checkout(user, idempotency_key, body)
     return JSONResponse(response.body, status_code=response.status)

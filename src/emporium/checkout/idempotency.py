@@ -107,14 +107,14 @@ class IdempotencyStore:
         return None
 
     async def claim(
-        self, session: AsyncSession, user_id: int, key: str, digest: str
+        self, session: AsyncSession | Sql, user_id: int, key: str, digest: str
     ) -> StoredResponse | None:
         """Claim the key inside the caller's transaction (None), or return what to replay.
 
         The claim commits or rolls back with the order it guards, so a failure leaves no
         stuck key; a concurrent duplicate waits on the unique index and then gets a 409.
         """
-        db = await Sql.of(session)
+        db = await Sql.from_(session)
         claimed = await db.fetchval(_CLAIM, user_id, key, digest)
         if claimed is not None:
             return None

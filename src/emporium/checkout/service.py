@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -19,6 +20,7 @@ from emporium.checkout.idempotency import IdempotencyStore, StoredResponse, requ
 from emporium.checkout.schemas import CheckoutRequest
 from emporium.kit.db import UnitOfWork
 from emporium.kit.errors import AppError
+from emporium.kit.sql import transaction
 from emporium.models import Order, OrderItem, User
 from emporium.order import schemas
 from emporium.order.errors import InvalidTransition
@@ -62,6 +64,9 @@ class CheckoutService:
     idempotency: IdempotencyStore
     gateway: PaymentGateway
     reservation_ttl: timedelta
+    # The usual path (place the order, mark it paid) runs on the plain pool; the rare
+    # ones (a decline, a cancellation during payment) on ORM sessions from ``maker``.
+    pool: asyncpg.Pool
 
     async def checkout(self, user: User, key: str, body: CheckoutRequest) -> StoredResponse:
         CHECKOUT_ATTEMPTS.inc()
@@ -75,12 +80,12 @@ class CheckoutService:
             if not gateway_available(self.gateway):
                 # Fail fast before touching the cart: its reservations stay intact.
                 raise PaymentUnavailableError("the payment service is unavailable; try again later")
-            async with UnitOfWork(self.maker) as session:
+            async with transaction(self.pool) as db:
                 # The claim commits with the order, or neither happens.
-                replay = await idem.claim(session, user.id, key, digest)
+                replay = await idem.claim(db, user.id, key, digest)
                 if replay is None:
                     order, gateway_key, items = await orders.create_from_cart(
-                        session,
+                        db,
                         user,
                         payload["shipping_address"],
                         idempotency_key=key,
@@ -137,9 +142,9 @@ class CheckoutService:
         order.status, order.paid_at = OrderStatus.paid.value, datetime.now(UTC)
         response = StoredResponse(201, paid_response(order, items, body.payment.card_number[-4:]))
         try:
-            async with UnitOfWork(self.maker) as session:
+            async with transaction(self.pool) as db:
                 await orders.mark_paid(
-                    session,
+                    db,
                     order_id,
                     captured.id,
                     user,

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from emporium.kit.logging import client_ip, correlation_id
 from emporium.kit.repository import Repository
@@ -216,8 +217,22 @@ class PlacedLine:
     line_total: Decimal
 
 
-class OrderWrites(Repository):
-    """The checkout's hot statements, sent straight to the session's connection."""
+class OrderWrites:
+    """The checkout's hot statements, in plain SQL, on either kind of unit of work."""
+
+    def __init__(self, unit: AsyncSession | Sql) -> None:
+        self.unit = unit
+
+    @classmethod
+    def from_session(cls, unit: AsyncSession | Sql) -> OrderWrites:
+        return cls(unit)
+
+    async def lock(self, order_id: int) -> Order | None:
+        """The order, row locked, detached from any session."""
+        row = await (await Sql.from_(self.unit)).fetchrow(
+            "SELECT * FROM orders WHERE id = $1 FOR UPDATE", order_id
+        )
+        return None if row is None else Order(**dict(row))
 
     async def place(
         self,
@@ -234,7 +249,7 @@ class OrderWrites(Repository):
         gateway: str,
         card_last4: str | None,
     ) -> int:
-        order_id: int = await (await Sql.of(self.session)).fetchval(
+        order_id: int = await (await Sql.from_(self.unit)).fetchval(
             _PLACE,
             user_id,
             total,
@@ -269,7 +284,7 @@ class OrderWrites(Repository):
         answer: Answer | None = None,
     ) -> Order | None:
         """Mark a pending order paid (None if it was not pending), answering its key."""
-        db = await Sql.of(self.session)
+        db = await Sql.from_(self.unit)
         await db.fetchval(_LOCK_FOR_PAY, order_id)
         row = await db.fetchrow(
             _PAY,
@@ -290,7 +305,7 @@ class OrderWrites(Repository):
 
     async def answer(self, answer: Answer, order_id: int | None) -> None:
         """Record the final response of a key still being processed."""
-        await (await Sql.of(self.session)).execute(
+        await (await Sql.from_(self.unit)).execute(
             _ANSWER,
             answer.user_id,
             answer.key,

@@ -96,7 +96,7 @@ class OrderService:
 
     async def create_from_cart(
         self,
-        session: AsyncSession,
+        session: AsyncSession | Sql,
         user: User,
         shipping_address: dict[str, Any],
         *,
@@ -109,7 +109,7 @@ class OrderService:
 
         Returns the order, the payment's gateway idempotency key, and the items.
         """
-        db = await Sql.of(session)
+        db = await Sql.from_(session)
         # Locking the cart row serialises checkouts of the same cart.
         lines = await db.fetch(_CART_LINES, user.id)
         if not lines:
@@ -129,7 +129,7 @@ class OrderService:
                 holds += [
                     (r.id, r.product_id, r.warehouse_id, r.quantity)
                     for r in await reserve(
-                        session,
+                        db,
                         cart_id=cart_id,
                         product_id=line["product_id"],
                         quantity=missing,
@@ -156,7 +156,7 @@ class OrderService:
                 per_wh[(product_id, warehouse_id)] += take
                 wanted[product_id] -= take
         now = datetime.now(UTC)
-        order_id = await OrderWrites.from_session(session).place(
+        order_id = await OrderWrites(db).place(
             user_id=user.id,
             total=subtotal,
             shipping_address=shipping_address,
@@ -211,7 +211,7 @@ class OrderService:
 
     async def mark_paid(
         self,
-        session: AsyncSession,
+        session: AsyncSession | Sql,
         order_id: int,
         gateway_payment_id: str,
         actor: User | None,
@@ -230,7 +230,9 @@ class OrderService:
             answer,
         )
         if order is None:
-            order = await self.lock(session, order_id)
+            order = await writes.lock(order_id)
+            if order is None:
+                raise OrderNotFound(f"order {order_id} does not exist")
             if order.status == OrderStatus.paid.value:
                 if answer is not None:
                     await writes.answer(answer, order_id)
