@@ -7,7 +7,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from emporium.search.indexer import rebuild
+from emporium.search.indexer import SearchIndexer, rebuild
 from tests.fixtures import auth
 
 API = "/api/v1/search"
@@ -254,3 +254,44 @@ async def test_nul_in_search_parameters_is_422(
     assert (r.status_code, r.json()["error"]) == (422, "invalid_input")
     r = await client.get(f"{API}/suggest", params={"q": "\x00"})
     assert r.status_code == 422
+
+
+async def test_stock_events_rewrite_a_document_only_when_in_stock_flips(
+    app: FastAPI, client: AsyncClient, indexed: dict[str, Any]
+) -> None:
+    dispatcher, index = app.state.dispatcher, app.state.search.index
+    sony, w1, w2 = (
+        indexed["product"]["sony"],
+        indexed["warehouse"]["W1"],
+        indexed["warehouse"]["W2"],
+    )
+    await client.put(
+        f"/api/v1/products/{sony}/stock",
+        json=[{"warehouse_id": w1, "quantity": 2}, {"warehouse_id": w2, "quantity": 0}],
+        headers=auth("acme"),
+    )
+    await dispatcher.drain()
+
+    def in_stock() -> bool:
+        return index.in_stock([sony])[sony]
+
+    def meta() -> bytes:
+        return (index.root / index.generation() / "meta.json").read_bytes()
+
+    # An indexer that has written nothing itself yet (as after a restart).
+    fresh = SearchIndexer(index, app.state.sessionmaker)
+    cart = "/api/v1/cart/items"
+    await client.post(cart, json={"product_id": sony, "quantity": 1}, headers=auth("customer"))
+    before = meta()
+    await fresh.apply({sony}, stock_only={sony})
+    assert (in_stock(), meta()) == (True, before)  # 1 of 2 held: nothing to rewrite
+    await client.post(cart, json={"product_id": sony, "quantity": 1}, headers=auth("customer"))
+    await fresh.apply({sony}, stock_only={sony})
+    assert in_stock() is False
+    # Through the outbox, as in the server: the last unit back flips it again.
+    await dispatcher.drain()
+    found = (await client.get(API, params={"q": "sony", "in_stock": "true"})).json()
+    assert sony not in ids(found)
+    await client.delete(f"{cart}/{sony}", headers=auth("customer"))
+    assert await dispatcher.drain() == 1
+    assert in_stock() is True

@@ -109,10 +109,21 @@ def to_libpq_url(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
+async def _keep_session_state(_: asyncpg.Connection) -> None:
+    # Nothing on these connections sets session state (no SET, LISTEN or advisory
+    # locks), so the default reset query on every release would be a wasted round trip.
+    # asyncpg still rolls back any open transaction first.
+    return None
+
+
 async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
     """The plain connection pool of one server process."""
     pool = await asyncpg.create_pool(
-        dsn, min_size=min(2, size), max_size=size, init=_init_connection
+        dsn,
+        min_size=min(2, size),
+        max_size=size,
+        init=_init_connection,
+        reset=_keep_session_state,
     )
     assert pool is not None
     return pool

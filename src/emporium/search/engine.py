@@ -196,6 +196,20 @@ class SearchIndex:
                     reader.meta = meta
         return reader
 
+    def in_stock(self, ids: Sequence[int]) -> dict[int, bool]:
+        """The indexed in-stock flag of each of these products that is in the index."""
+        if not ids:
+            return {}
+        with _panics_as_errors():
+            reader = self._current()
+            searcher = reader.index.searcher()
+            query = tantivy.Query.term_set_query(reader.schema, "id", list(ids))
+            found: dict[int, bool] = {}
+            for _, address in searcher.search(query, len(ids), count=False).hits:
+                doc = searcher.doc(address)
+                found[int(doc.get_first("id"))] = bool(doc.get_first("in_stock"))
+            return found
+
     def exists(self) -> bool:
         try:
             self._current()

@@ -59,8 +59,15 @@ class SearchIndexer:
         self._written: OrderedDict[int, SearchDoc] = OrderedDict()
         self._watermark_at = 0.0
 
-    def _changed(self, docs: dict[int, SearchDoc]) -> list[SearchDoc]:
-        return [d for i, d in docs.items() if self._written.get(i) != d]
+    async def _changed(self, docs: dict[int, SearchDoc], stock_only: set[int]) -> list[SearchDoc]:
+        changed = [d for i, d in docs.items() if self._written.get(i) != d]
+        # A stock event can only flip a document's in-stock flag: when the index already
+        # has the right one, there is nothing to write.
+        unsure = [d.id for d in changed if d.id in stock_only and d.id not in self._written]
+        if not unsure:
+            return changed
+        indexed = await asyncio.to_thread(self.index.in_stock, unsure)
+        return [d for d in changed if indexed.get(d.id, not d.in_stock) != d.in_stock]
 
     def _remember(self, docs: Sequence[SearchDoc], gone: Sequence[int]) -> None:
         for doc in docs:
@@ -71,13 +78,15 @@ class SearchIndexer:
         while len(self._written) > WRITTEN_CAPACITY:
             self._written.popitem(last=False)
 
-    async def apply(self, ids: set[int]) -> None:
+    async def apply(self, ids: set[int], stock_only: set[int] | None = None) -> None:
+        """Bring these products' documents up to date; ``stock_only``: of them, those
+        whose only changes were to stock."""
         if not ids:
             return
         async with self.maker() as session:
             docs = await load_docs(session, ids)
         gone = sorted(ids - docs.keys())
-        changed = self._changed(docs)
+        changed = await self._changed(docs, stock_only or set())
         if changed:
             await asyncio.to_thread(self.index.upsert, changed)
         if gone:
@@ -92,7 +101,9 @@ class SearchIndexer:
             # new generation cover these events.
             return
         await self.check_generation()
-        await self.apply(product_ids(events))
+        ids = product_ids(events)
+        other = product_ids([e for e in events if e.topic != "stock.changed"])
+        await self.apply(ids, ids - other)
         # The watermark only bounds the replay after a restart or rebuild (replays are
         # harmless), so it is written at most once a second, not once per batch.
         now = time.monotonic()
