@@ -188,7 +188,10 @@ async def capture() -> dict[str, Any]:
         )
 
     def on_sql(statement: str, parameters: tuple[Any, ...]) -> None:
-        on_exec(None, None, statement, parameters, None, False)
+        if statement in ("BEGIN", "COMMIT", "ROLLBACK"):
+            trace.append({"phase": phase["name"], "kind": statement.lower()})
+        else:
+            on_exec(None, None, statement, parameters, None, False)
 
     def on_tx(kind: str) -> Any:
         def listener(*_: Any) -> None:

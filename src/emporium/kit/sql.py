@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from emporium.kit.metrics import DB_STATEMENTS
 
 Listener = Callable[[str, tuple[Any, ...]], None]
-# Statement observers (benchmarks capture a request's SQL); normally empty.
+# Statement observers (benchmarks capture a request's SQL), also told of the plain
+# pool's BEGIN, COMMIT and ROLLBACK; normally empty.
 _listeners: list[Listener] = []
 
 
@@ -142,6 +143,20 @@ async def transaction(pool: asyncpg.Pool, *, single: bool = False) -> AsyncItera
         if single:
             yield Sql(conn)
         else:
-            async with conn.transaction():
+            tx = conn.transaction()
+            await tx.start()
+            _notify("BEGIN")
+            try:
                 yield Sql(conn)
+            except BaseException:
+                await tx.rollback()
+                _notify("ROLLBACK")
+                raise
+            await tx.commit()
+            _notify("COMMIT")
         committed()
+
+
+def _notify(boundary: str) -> None:
+    for listener in _listeners:
+        listener(boundary, ())
