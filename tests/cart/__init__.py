@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -92,3 +94,22 @@ async def assert_reserved_matches(maker: async_sessionmaker[AsyncSession]) -> No
             )
         ).all()
     assert (bad_stock, bad_lines, orphans) == ([], [], [])
+
+
+async def flash_stock(
+    maker: async_sessionmaker[AsyncSession], catalog: dict[str, Any]
+) -> tuple[int, int, int]:
+    """The flash-sale product (cable) with 30 units in W1 and 20 in W2: (id, W1, W2)."""
+    cable, w1, w2 = (
+        catalog["product"]["cable"],
+        catalog["warehouse"]["W1"],
+        catalog["warehouse"]["W2"],
+    )
+    await execute(
+        maker,
+        "UPDATE stock SET quantity = CASE warehouse_id WHEN :w1 THEN 30 ELSE 20 END"
+        " WHERE product_id = :p",
+        w1=w1,
+        p=cable,
+    )
+    return cable, w1, w2

@@ -18,7 +18,7 @@ from emporium.config import Settings
 from emporium.inventory.reservations import InsufficientStock, reserve
 from emporium.kit.db import UnitOfWork, create_engine, create_sessionmaker
 from emporium.models import Reservation
-from tests.cart import execute, stock_rows
+from tests.cart import flash_stock, stock_rows
 
 PROCESSES = 4
 BUYERS_PER_PROCESS = 50
@@ -63,18 +63,7 @@ async def test_flash_sale_sells_exactly_the_stock(
     settings: Settings, catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
 ) -> None:
     assert settings.database_url
-    cable, w1, w2 = (
-        catalog["product"]["cable"],
-        catalog["warehouse"]["W1"],
-        catalog["warehouse"]["W2"],
-    )
-    await execute(
-        maker,
-        "UPDATE stock SET quantity = CASE warehouse_id WHEN :w1 THEN 30 ELSE 20 END"
-        " WHERE product_id = :p",
-        w1=w1,
-        p=cable,
-    )
+    cable, w1, w2 = await flash_stock(maker, catalog)
     ctx = multiprocessing.get_context("spawn")
     started = time.monotonic()
     # Processes start staggered; they all begin buying at the same wall-clock instant.

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.config import Settings
-from tests.cart import execute, stock_rows
+from tests.cart import flash_stock, stock_rows
 from tests.checkout.helpers import ADDRESS
 from tests.server import serve
 
@@ -59,18 +59,7 @@ async def test_flash_sale_over_http_sells_exactly_the_stock(
     maker: async_sessionmaker[AsyncSession],
     tmp_path: Path,
 ) -> None:
-    cable, w1, w2 = (
-        catalog["product"]["cable"],
-        catalog["warehouse"]["W1"],
-        catalog["warehouse"]["W2"],
-    )
-    await execute(
-        maker,
-        "UPDATE stock SET quantity = CASE warehouse_id WHEN :w1 THEN 30 ELSE 20 END"
-        " WHERE product_id = :p",
-        w1=w1,
-        p=cable,
-    )
+    cable, w1, w2 = await flash_stock(maker, catalog)
     tokens = [f"flash-{i}-{uuid.uuid4().hex}" for i in range(PROCESSES * BUYERS_PER_PROCESS)]
     async with maker() as s, s.begin():
         for i, token in enumerate(tokens):
