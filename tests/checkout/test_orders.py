@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI
@@ -9,8 +9,10 @@ from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from emporium.checkout.service import CheckoutService
 from emporium.kit.db import UnitOfWork
-from emporium.models import User
+from emporium.models import Order, User
+from emporium.order.repository import Answer
 from emporium.order.service import orders
 from emporium.order.tasks import PaymentReconciler
 from emporium.payment.gateway import Card
@@ -278,3 +280,50 @@ async def test_paying_waits_for_a_stock_lock_and_keeps_the_other_writers_units(
 async def execute_sql(maker: async_sessionmaker[AsyncSession], sql: str) -> None:
     async with maker() as s, s.begin():
         await s.execute(text(sql))
+
+
+async def test_a_payment_caught_in_a_deadlock_is_run_again(
+    app: FastAPI, maker: async_sessionmaker[AsyncSession], catalog: dict[str, Any]
+) -> None:
+    """Another writer takes the stock rows in the opposite order: PostgreSQL breaks the
+    deadlock by rolling the payment back, and the checkout runs it again."""
+    sony, iphone = catalog["product"]["sony"], catalog["product"]["iphone"]
+    order_id, _ = await _pending_order(app, maker, catalog, {sony: 1, iphone: 1})
+    # Which stock rows the order holds units on: the payment takes them in this order.
+    async with maker() as s:
+        rows = (
+            await s.execute(
+                text(
+                    "SELECT product_id, warehouse_id FROM order_allocations"
+                    " WHERE order_id = :o ORDER BY product_id, warehouse_id"
+                ),
+                {"o": order_id},
+            )
+        ).all()
+    (first, second) = [tuple(r) for r in rows]
+    before = {p: await stock_of(maker, p) for p in (sony, iphone)}
+    service: CheckoutService = app.state.checkout
+    async with maker() as s:
+        user = await s.get(User, catalog["user"]["customer"])
+        order = await s.get(Order, order_id)
+    assert user is not None
+    assert order is not None
+    order.paid_at = datetime.now(UTC)
+    bump = "UPDATE stock SET quantity = quantity + 1 WHERE product_id = :p AND warehouse_id = :w"
+    async with maker() as other:
+        await other.execute(text(bump), {"p": second[0], "w": second[1]})
+        paying = asyncio.create_task(
+            service.mark_paid(order, "ch_deadlock", user, Answer(user.id, "none", 201, {}))
+        )
+        await asyncio.sleep(0.3)  # the payment holds the first row and waits for the second
+        await other.execute(text(bump), {"p": first[0], "w": first[1]})  # the cycle
+        await other.commit()
+    await paying
+    async with maker() as s:
+        status = await s.scalar(text("SELECT status FROM orders WHERE id = :o"), {"o": order_id})
+    assert status == "paid"
+    # Each row: one unit more from the other writer, one unit sold (quantity and reserved).
+    for p in (sony, iphone):
+        after = await stock_of(maker, p)
+        assert sum(q for q, _ in after) == sum(q for q, _ in before[p])  # +1 bumped, -1 sold
+        assert sum(r for _, r in after) == sum(r for _, r in before[p]) - 1

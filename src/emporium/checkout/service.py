@@ -33,6 +33,7 @@ from emporium.payment.gateway import Card, PaymentDeclined, PaymentGateway, Paym
 from emporium.payment.resilience import BreakerState
 
 log = structlog.get_logger(__name__)
+DEADLOCK_RETRIES = 3
 
 
 class PaymentUnavailableError(AppError):
@@ -142,15 +143,7 @@ class CheckoutService:
         order.status, order.paid_at = OrderStatus.paid.value, datetime.now(UTC)
         response = StoredResponse(201, paid_response(order, items, body.payment.card_number[-4:]))
         try:
-            async with transaction(self.pool) as db:
-                await orders.mark_paid(
-                    db,
-                    order_id,
-                    captured.id,
-                    user,
-                    at=order.paid_at,
-                    answer=Answer(user.id, key, response.status, response.body),
-                )
+            await self.mark_paid(order, captured.id, user, Answer(user.id, key, 201, response.body))
         except InvalidTransition:
             # Cancelled while the card was being charged: give the money back.
             await self.gateway.refund(captured.id)
@@ -168,6 +161,22 @@ class CheckoutService:
         if response.status == 201:
             CHECKOUT_SUCCESS.inc()
         return response
+
+    async def mark_paid(self, order: Order, charge_id: str, user: User, answer: Answer) -> None:
+        """Mark the order paid: one statement, committed on its own."""
+        for attempt in range(DEADLOCK_RETRIES + 1):
+            try:
+                async with transaction(self.pool, single=True) as db:
+                    await orders.mark_paid(
+                        db, order.id, charge_id, user, at=order.paid_at, answer=answer
+                    )
+                return
+            except asyncpg.DeadlockDetectedError:
+                # Another multi-row stock writer crossed this one; PostgreSQL rolled
+                # this statement back, so running it again is safe.
+                if attempt == DEADLOCK_RETRIES:
+                    raise
+                log.warning("checkout.pay_deadlock_retry", order_id=order.id)
 
     async def _order(self, session: AsyncSession, order_id: int) -> dict[str, Any]:
         # Declines are rare; read the order back rather than rebuild it.

@@ -113,13 +113,14 @@ WITH o AS (
 SELECT id FROM o
 """
 
-# Paying is two statements. The first locks the order row, then the stock rows its
-# held allocations take from, in (product, warehouse) order like every stock writer.
-# The second, whose snapshot sees those rows as locked, moves the order to paid (only
-# from pending_payment), commits the held allocations and takes their units out of
-# stock, captures the payment, and records it all in the timeline, audit trail and
-# outbox, with the checkout's idempotent answer. No row back: the order was not pending.
-_LOCK_FOR_PAY = """
+# Paying is one statement: the order moves to paid (only from pending_payment), its
+# held allocations are committed and their units leave stock, the payment is captured,
+# and the timeline, audit trail and outbox record it all, with the checkout's
+# idempotent answer. No row back: the order was not pending. The stock rows are taken
+# by a plain UPDATE, relative to their latest version, so it needs no earlier lock;
+# rows are visited in (product, warehouse) order, and a deadlock is retried by the
+# caller. Run on its own (autocommit), its locks last no longer than the statement.
+_PAY = """
 WITH o AS MATERIALIZED (SELECT id FROM orders WHERE id = $1::bigint FOR UPDATE),
 s AS MATERIALIZED (
     SELECT 1 FROM stock
@@ -143,7 +144,7 @@ WITH o AS (
 ), stock_out AS (
     UPDATE stock SET quantity = stock.quantity - t.quantity,
                      reserved = stock.reserved - t.quantity, updated_at = now()
-    FROM taken t
+    FROM (SELECT * FROM taken ORDER BY product_id, warehouse_id) t
     WHERE stock.product_id = t.product_id AND stock.warehouse_id = t.warehouse_id
 ), payment AS (
     UPDATE payments SET status = 'captured', gateway_payment_id = $3::text,
@@ -285,7 +286,6 @@ class OrderWrites:
     ) -> Order | None:
         """Mark a pending order paid (None if it was not pending), answering its key."""
         db = await Sql.from_(self.unit)
-        await db.fetchval(_LOCK_FOR_PAY, order_id)
         row = await db.fetchrow(
             _PAY,
             order_id,
