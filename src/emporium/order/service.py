@@ -44,19 +44,22 @@ class ProductUnavailable(Conflict):
     code = "product_unavailable"
 
 
-_CART_LINES = """
-SELECT c.id AS cart_id, ci.product_id, ci.quantity, p.title, p.price, p.seller_id, p.is_active
-FROM carts c
+# The cart's lines with their products, and its holds, in one round trip: the cart row
+# is locked first (it serialises checkouts of one cart), then its reservations.
+_CART = """
+WITH c AS MATERIALIZED (SELECT id FROM carts WHERE user_id = $1 FOR UPDATE),
+holds AS MATERIALIZED (
+    SELECT id, product_id, warehouse_id, quantity FROM reservations
+    WHERE cart_id = (SELECT id FROM c) ORDER BY id FOR UPDATE
+)
+SELECT c.id AS cart_id, ci.product_id, ci.quantity, p.title, p.price, p.seller_id, p.is_active,
+    (SELECT coalesce(jsonb_agg(jsonb_build_array(id, product_id, warehouse_id, quantity)
+                               ORDER BY id), '[]'::jsonb) FROM holds) AS holds
+FROM c
 JOIN cart_items ci ON ci.cart_id = c.id
 JOIN products p ON p.id = ci.product_id
-WHERE c.user_id = $1
 ORDER BY ci.product_id
-FOR UPDATE OF c
 """
-_CART_HOLDS = (
-    "SELECT id, product_id, warehouse_id, quantity FROM reservations WHERE cart_id = $1 "
-    "ORDER BY id FOR UPDATE"
-)
 
 
 class OrderService:
@@ -110,15 +113,16 @@ class OrderService:
         Returns the order, the payment's gateway idempotency key, and the items.
         """
         db = await Sql.from_(session)
-        # Locking the cart row serialises checkouts of the same cart.
-        lines = await db.fetch(_CART_LINES, user.id)
+        lines = await db.fetch(_CART, user.id)
         if not lines:
             raise CartEmpty("the cart is empty")
         cart_id: int = lines[0]["cart_id"]
         unavailable = [line["product_id"] for line in lines if not line["is_active"]]
         if unavailable:
             raise ProductUnavailable("some products are no longer sold", product_ids=unavailable)
-        holds = [tuple(r) for r in await db.fetch(_CART_HOLDS, cart_id)]
+        holds: list[tuple[int, int, int, int]] = [
+            (int(i), int(p), int(w), int(q)) for i, p, w, q in lines[0]["holds"]
+        ]
         held: dict[int, int] = defaultdict(int)
         for _, product_id, _, units in holds:
             held[product_id] += units
