@@ -62,19 +62,6 @@ async def _find(session: AsyncSession, owner: CartOwner) -> Cart | None:
     return None
 
 
-async def _find_or_create(session: AsyncSession, owner: CartOwner) -> tuple[Cart, str | None]:
-    """The owner's cart (locked) and, for a new guest cart, the token for its cookie."""
-    repo = CartRepository.from_session(session)
-    if owner.user is not None:
-        return await repo.for_user(owner.user.id), None
-    cart = await _find(session, owner)
-    if cart is not None:
-        return cart, None
-    # A fresh token, never the one the client sent: a client cannot choose its cart key.
-    token = secrets.token_urlsafe(32)
-    return await repo.create_guest(hash_cart_token(token)), token
-
-
 async def _require_active_product(session: AsyncSession, product_id: int) -> None:
     product = await ProductRepository.from_session(session).get(product_id)
     if product is None or not product.is_active:

@@ -41,25 +41,6 @@ class OrderRepository(Repository):
             .values(quantity=Stock.quantity + quantity, reserved=Stock.reserved + reserved)
         )
 
-    async def take_all_held(self, order_id: int) -> list[OrderAllocation]:
-        """Commit every held allocation of an order; returns them in stock-lock order."""
-        rows = (
-            (
-                await self.session.execute(
-                    update(OrderAllocation)
-                    .where(OrderAllocation.order_id == order_id, OrderAllocation.state == "held")
-                    .values(state="committed")
-                    .returning(OrderAllocation)
-                )
-            )
-            .scalars()
-            .all()
-        )
-        allocations = sorted(rows, key=lambda a: (a.product_id, a.warehouse_id))
-        for a in allocations:
-            await self._stock(a, quantity=-a.quantity, reserved=-a.quantity)
-        return allocations
-
     async def release_held(self, allocations: Sequence[OrderAllocation]) -> None:
         for a in allocations:
             await self._stock(a, quantity=0, reserved=-a.quantity)
