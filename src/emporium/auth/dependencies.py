@@ -15,9 +15,9 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 
 from emporium.accounts.sessions import SESSION_COOKIE, is_session_token, session_store
 from emporium.auth.service import user_by_id, user_for_token
-from emporium.kit.db import ReadSessionDep, TxDep
+from emporium.kit.db import ReadSessionDep, TxDep, transaction
 from emporium.kit.errors import Forbidden, Unauthorized
-from emporium.kit.sql import Sql, transaction
+from emporium.kit.sql import Sql
 from emporium.models import Role, User
 
 bearer_scheme = HTTPBearer(

@@ -18,9 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.checkout.idempotency import IdempotencyStore, StoredResponse, request_hash
 from emporium.checkout.schemas import CheckoutRequest
-from emporium.kit.db import UnitOfWork
+from emporium.kit.db import UnitOfWork, transaction
 from emporium.kit.errors import AppError
-from emporium.kit.sql import transaction
 from emporium.models import Order, OrderItem, User
 from emporium.order import schemas
 from emporium.order.errors import InvalidTransition

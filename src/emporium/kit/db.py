@@ -25,7 +25,7 @@ from emporium.kit.embedded import (
     to_asyncpg_url,
 )
 from emporium.kit.metrics import DB_STATEMENTS
-from emporium.kit.sql import Sql, transaction
+from emporium.kit.sql import Sql, notify
 
 # Reads take the read type so they can later be routed to a replica.
 AsyncReadSession = NewType("AsyncReadSession", AsyncSession)
@@ -182,6 +182,31 @@ async def ping(engine: AsyncEngine) -> None:
 # can read its own write.
 SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
 ReadSessionDep = Annotated[AsyncReadSession, Depends(get_read_session)]
+
+
+@asynccontextmanager
+async def transaction(pool: asyncpg.Pool, *, single: bool = False) -> AsyncIterator[Sql]:
+    """A unit of work on the plain pool; ``single``: one statement, no BEGIN/COMMIT.
+
+    Commits on success and rolls back on error; callbacks registered with
+    ``emporium.kit.db.after_commit`` run once it has committed.
+    """
+    async with unit_of_work_callbacks() as committed, pool.acquire() as conn:
+        if single:
+            yield Sql(conn)
+        else:
+            tx = conn.transaction()
+            await tx.start()
+            notify("BEGIN")
+            try:
+                yield Sql(conn)
+            except BaseException:
+                await tx.rollback()
+                notify("ROLLBACK")
+                raise
+            await tx.commit()
+            notify("COMMIT")
+        committed()
 
 
 async def get_tx(request: Request) -> AsyncIterator[Sql]:

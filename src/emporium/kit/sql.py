@@ -3,15 +3,14 @@
 These run a handful of set-based statements each. Sending them straight to asyncpg
 skips the ORM's per-statement compile and flush work and the session's own upkeep,
 most of a request's CPU time. A unit of work is either a session's transaction
-(:meth:`Sql.of`) or one taken from the plain pool (:func:`transaction`), with the same
+(:meth:`Sql.of`) or one taken from the plain pool (``emporium.kit.db.transaction``), with the same
 rules: commit on success, roll back on error, side effects after the commit.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any, cast
 
 import asyncpg
@@ -130,33 +129,6 @@ async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
     return pool
 
 
-@asynccontextmanager
-async def transaction(pool: asyncpg.Pool, *, single: bool = False) -> AsyncIterator[Sql]:
-    """A unit of work on the plain pool; ``single``: one statement, no BEGIN/COMMIT.
-
-    Commits on success and rolls back on error; callbacks registered with
-    ``emporium.kit.db.after_commit`` run once it has committed.
-    """
-    from emporium.kit.db import unit_of_work_callbacks
-
-    async with unit_of_work_callbacks() as committed, pool.acquire() as conn:
-        if single:
-            yield Sql(conn)
-        else:
-            tx = conn.transaction()
-            await tx.start()
-            _notify("BEGIN")
-            try:
-                yield Sql(conn)
-            except BaseException:
-                await tx.rollback()
-                _notify("ROLLBACK")
-                raise
-            await tx.commit()
-            _notify("COMMIT")
-        committed()
-
-
-def _notify(boundary: str) -> None:
+def notify(boundary: str) -> None:
     for listener in _listeners:
         listener(boundary, ())
