@@ -189,7 +189,7 @@ async def transaction(pool: asyncpg.Pool, *, single: bool = False) -> AsyncItera
     """A unit of work on the plain pool; ``single``: one statement, no BEGIN/COMMIT.
 
     Commits on success and rolls back on error; callbacks registered with
-    ``emporium.kit.db.after_commit`` run once it has committed.
+    :func:`after_commit` run once it has committed.
     """
     async with unit_of_work_callbacks() as committed, pool.acquire() as conn:
         if single:

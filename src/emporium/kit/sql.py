@@ -3,8 +3,8 @@
 These run a handful of set-based statements each. Sending them straight to asyncpg
 skips the ORM's per-statement compile and flush work and the session's own upkeep,
 most of a request's CPU time. A unit of work is either a session's transaction
-(:meth:`Sql.of`) or one taken from the plain pool (``emporium.kit.db.transaction``), with the same
-rules: commit on success, roll back on error, side effects after the commit.
+(:meth:`Sql.of`) or one taken from the plain pool (``emporium.kit.db.transaction``),
+with the same rules: commit on success, roll back on error, side effects after commit.
 """
 
 from __future__ import annotations
