@@ -236,6 +236,7 @@ def shape(sql: str) -> str:
         r"^(insert) into (\w+)",
         r"^(update) (\w+)",
         r"^(delete) from (\w+)",
+        r"^(select) (\w+)\(",
         r"^(select) .*? from (\w+)",
     ):
         m = re.match(pat, s)

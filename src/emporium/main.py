@@ -39,7 +39,7 @@ from emporium.kit.errors import install_error_handlers
 from emporium.kit.leader import Leadership
 from emporium.kit.logging import CorrelationIdMiddleware, configure_logging
 from emporium.kit.metrics import PrometheusMiddleware, metrics_endpoint, process_exited
-from emporium.kit.outbox import OutboxDispatcher
+from emporium.kit.outbox import OutboxDispatcher, signal
 from emporium.kit.sql import create_pool, to_libpq_url
 from emporium.order.endpoints import router as order_router
 from emporium.order.tasks import PaymentReconciler
@@ -116,6 +116,7 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
     maker = create_sessionmaker(engine)
     pool = await create_pool(to_libpq_url(url), settings.db_pool_size)
     app.state.pool = pool
+    signal.bind(pool)
 
     embedded_valkey: EmbeddedValkey | None = None
     valkey_url = settings.valkey_url
@@ -208,5 +209,6 @@ async def shutdown(app: FastAPI) -> None:
     if state.embedded_valkey is not None:
         await step("valkey", lambda: asyncio.to_thread(state.embedded_valkey.stop))
     await step("engine", state.engine.dispose)
+    signal.unbind(state.pool)
     await step("pool", state.pool.close)
     await step("metrics", process_exited)

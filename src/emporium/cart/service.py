@@ -12,7 +12,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
+import asyncpg
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,8 +22,18 @@ from emporium.cart import schemas
 from emporium.cart.repository import CartRepository
 from emporium.catalog.errors import ProductNotFound
 from emporium.catalog.repository import ProductRepository
-from emporium.inventory.reservations import release, release_units, reserve, reserve_units
+from emporium.inventory.reservations import (
+    note_reserved,
+    refuse,
+    release,
+    release_expired,
+    release_units,
+    reserve,
+    seen_sold_out,
+)
 from emporium.kit.errors import InvalidInput, NotFound
+from emporium.kit.logging import client_ip, correlation_id
+from emporium.kit.outbox import written
 from emporium.kit.sql import Sql
 from emporium.models import Cart, User
 
@@ -120,54 +132,19 @@ async def view(session: AsyncSession, owner: CartOwner, *, ttl: timedelta) -> sc
     return await render(session, cart.id)
 
 
-# One round trip takes the cart (a user's is created on first use; the row lock
-# serialises changes to one cart), slides its holds, and reads what the reservation needs:
-# the product, the line's quantity, and the product's free and reclaimable stock.
-_STATE = """
-, slid AS (
-    UPDATE reservations SET reserved_until = $3 WHERE cart_id = (SELECT id FROM c)
-)
-SELECT (SELECT id FROM c) AS cart_id, p.is_active,
-    (SELECT quantity FROM cart_items
-     WHERE cart_id = (SELECT id FROM c) AND product_id = $2) AS current,
-    (SELECT coalesce(sum(quantity - reserved), 0) FROM stock WHERE product_id = $2) AS free,
+# A sold-out product's refusal, read without a transaction (see seen_sold_out).
+_QUICK = """
+SELECT p.is_active,
+    (SELECT coalesce(sum(quantity - reserved), 0) FROM stock WHERE product_id = p.id) AS free,
     EXISTS (SELECT 1 FROM reservations
-            WHERE product_id = $2 AND reserved_until < now()) AS reclaimable,
-    p.title, p.price,
-    (SELECT coalesce(jsonb_agg(jsonb_build_object(
-            'product_id', ci.product_id, 'title', lp.title, 'price', lp.price::text,
-            'quantity', ci.quantity,
-            'held', EXISTS (SELECT 1 FROM reservations r
-                            WHERE r.cart_id = ci.cart_id AND r.product_id = ci.product_id),
-            'available', (SELECT coalesce(sum(s.quantity - s.reserved), 0) FROM stock s
-                          WHERE s.product_id = ci.product_id)
-        ) ORDER BY ci.added_at, ci.product_id), '[]'::jsonb)
-     FROM cart_items ci JOIN products lp ON lp.id = ci.product_id
-     WHERE ci.cart_id = (SELECT id FROM c)) AS lines
-FROM products p WHERE p.id = $2
+            WHERE product_id = p.id AND reserved_until < now()) AS reclaimable
+FROM products p WHERE p.id = $1
 """
-_USER_STATE = (
-    "WITH c AS (INSERT INTO carts (user_id) VALUES ($1) "
-    "ON CONFLICT (user_id) DO UPDATE SET updated_at = now() RETURNING id)" + _STATE
-)
-_GUEST_STATE = "WITH c AS (SELECT $1::bigint AS id)" + _STATE
-
-
-async def _guest_cart(db: Sql, owner: CartOwner) -> tuple[int, str | None]:
-    """The guest's cart (locked), or a new one with the token for its cookie."""
-    if owner.guest_token:
-        found = await db.fetchval(
-            "SELECT id FROM carts WHERE guest_token_hash = $1 FOR UPDATE",
-            hash_cart_token(owner.guest_token),
-        )
-        if found is not None:
-            return int(found), None
-    # A fresh token, never the one the client sent: a client cannot choose its cart key.
-    token = secrets.token_urlsafe(32)
-    created = await db.fetchval(
-        "INSERT INTO carts (guest_token_hash) VALUES ($1) RETURNING id", hash_cart_token(token)
-    )
-    return int(created), token
+# The database function cart_add_item (migration 0004) does the whole change in one
+# call: take the cart, slide its holds, check the product and the line limit, reserve,
+# and return the lines. Outside a transaction it commits on its own, so the product's
+# stock rows stay locked only for the database's own work.
+_ADD = "SELECT cart_add_item($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 
 async def add_item(
@@ -175,30 +152,45 @@ async def add_item(
 ) -> tuple[schemas.CartView, str | None]:
     """Add units to a line, reserving them; returns the cart and a new guest token if any."""
     db = await Sql.from_(unit)
+    if seen_sold_out(product_id):
+        quick = await db.fetchrow(_QUICK, product_id)
+        if (
+            quick is not None
+            and quick["is_active"]
+            and quick["free"] < quantity
+            and not quick["reclaimable"]
+        ):
+            raise refuse(product_id, quick["free"])
     until = _until(ttl)
-    token: str | None = None
-    if owner.user is not None:
-        query, key = _USER_STATE, owner.user.id
-    else:
-        key, token = await _guest_cart(db, owner)
-        query = _GUEST_STATE
-    state = await db.fetchrow(query, key, product_id, until)
-    if state is None or not state["is_active"]:
-        raise ProductNotFound(f"product {product_id} does not exist")
-    _check_limit((state["current"] or 0) + quantity)
-    _, free_after = await reserve_units(
-        db,
-        cart_id=state["cart_id"],
-        product_id=product_id,
-        quantity=quantity,
-        until=until,
-        actor=owner.user,
-        checked=(int(state["free"]), bool(state["reclaimable"])),
-        add_to_line=True,
+    # A fresh token, never the one the client sent: a client cannot choose its cart key.
+    token = None if owner.user is not None else secrets.token_urlsafe(32)
+    args = (
+        owner.user.id if owner.user is not None else None,
+        hash_cart_token(owner.guest_token) if owner.user is None and owner.guest_token else None,
+        hash_cart_token(token) if token is not None else None,
+        product_id,
+        quantity,
+        until,
+        schemas.MAX_LINE_QUANTITY,
+        correlation_id.get(),
+        client_ip.get(),
     )
-    # The cart as it now is, from what the state read and the reservation returned: the
-    # reservation is then the transaction's last statement, so the product's stock rows
-    # stay locked only until the commit.
+    try:
+        result = await _add(db, args)
+    except asyncpg.RaiseError as exc:
+        if exc.message != "insufficient_stock" or exc.hint != "reclaimable":
+            raise _refusal(exc, product_id) from None
+        # Expired holds never block a buyer: release them and try once more, in one
+        # transaction, so that a refusal leaves even the expired holds as they were.
+        try:
+            async with db.atomic():
+                if not await release_expired(db, product_id=product_id):
+                    raise exc
+                result = await _add(db, args)
+        except asyncpg.RaiseError as again:
+            raise _refusal(again, product_id) from None
+    written()
+    note_reserved(product_id, result["reservations"], result["available"])
     lines = [
         _line(
             line["product_id"],
@@ -208,17 +200,33 @@ async def add_item(
             until if line["held"] else None,
             line["available"],
         )
-        for line in state["lines"]
+        for line in result["lines"]
     ]
-    for i, line in enumerate(lines):
-        if line.product_id == product_id:
-            lines[i] = _line(
-                product_id, line.title, line.unit_price, line.quantity + quantity, until, free_after
-            )
-            break
+    return _view(lines), token if result["created"] else None
+
+
+async def _add(db: Sql, args: tuple[Any, ...]) -> dict[str, Any]:
+    # Inside a caller's transaction a refusal must not abort it: use a savepoint.
+    if db.in_transaction:
+        async with db.atomic():
+            result: dict[str, Any] = await db.fetchval(_ADD, *args)
     else:
-        lines.append(_line(product_id, state["title"], state["price"], quantity, until, free_after))
-    return _view(lines), token
+        result = await db.fetchval(_ADD, *args)
+    return result
+
+
+def _refusal(exc: asyncpg.RaiseError, product_id: int) -> Exception:
+    match exc.message:
+        case "product_not_found":
+            return ProductNotFound(f"product {product_id} does not exist")
+        case "quantity_limit_exceeded":
+            return QuantityLimitExceeded(
+                f"a cart line holds at most {schemas.MAX_LINE_QUANTITY} units",
+                max_quantity=schemas.MAX_LINE_QUANTITY,
+            )
+        case "insufficient_stock":
+            return refuse(product_id, int(exc.detail or 0))
+    return exc
 
 
 async def update_item(

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from emporium.accounts.sessions import SESSION_PREFIX, is_session_token
 from emporium.auth.service import hash_token
 from emporium.catalog.sources import CatalogRecord, StockRecord
+from emporium.kit.outbox import NOTIFY_CHANNEL
 from emporium.models import Category, OutboxEvent, Product, Role, Seller, Stock, User, Warehouse
 
 BATCH_SIZE = 1000
@@ -230,6 +231,9 @@ async def load_records(
                     ]
                 )
             )
+            # A bulk load commits rarely and often from another process: wake the
+            # dispatcher from inside the batch.
+            await session.execute(select(func.pg_notify(NOTIFY_CHANNEL, "")))
             stats.products += len(ids)
             stats.stock_rows += len(stock_rows)
         if on_progress:

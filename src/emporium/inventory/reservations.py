@@ -8,6 +8,7 @@ product, then warehouse), then cart lines.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from emporium.audit import service as audit
 from emporium.kit.errors import Conflict
 from emporium.kit.logging import client_ip, correlation_id
-from emporium.kit.outbox import record_event
+from emporium.kit.outbox import record_event, written
 from emporium.kit.sql import Sql
 from emporium.models import Reservation, Stock, User
 
@@ -111,68 +112,13 @@ async def _adjust_reserved(
     record_event(session, "stock.changed", "product", product_id, {"reserved": new})
 
 
-# Reserving is two statements. The first locks the product's stock rows, in warehouse
-# order like every stock writer. The second, whose snapshot is taken with the locks
-# held and so sees the rows as locked, plans the split (most free first, ties by
-# warehouse id: plan_allocation), puts the units on stock.reserved, creates the
-# reservation rows and, when asked, the cart line units, and writes the audit row and
-# outbox event. Short of stock it changes nothing and reports what is free.
-# (A lock taken inside the same statement as the write is not enough: the write may
-# then be computed from the statement's older snapshot.)
-_LOCK_STOCK = """
-SELECT coalesce(sum(greatest(quantity - reserved, 0)), 0)::int AS available
-FROM (SELECT quantity, reserved FROM stock WHERE product_id = $1::bigint
-      ORDER BY warehouse_id FOR UPDATE) locked
-"""
-_RESERVE = """
-WITH locked AS MATERIALIZED (
-    SELECT warehouse_id, quantity - reserved AS free FROM stock WHERE product_id = $1::bigint
-), total AS (
-    SELECT coalesce(sum(greatest(free, 0)), 0)::int AS available FROM locked
-), plan AS MATERIALIZED (
-    SELECT warehouse_id, least(free, $2::int - before)::int AS units
-    FROM (
-        SELECT warehouse_id, free,
-            sum(free) OVER (ORDER BY free DESC, warehouse_id) - free AS before
-        FROM locked WHERE free > 0
-    ) ranked
-    WHERE before < $2::int AND (SELECT available FROM total) >= $2::int
-), s AS (
-    -- The CHECK constraints refuse reserved > quantity whatever the plan says.
-    UPDATE stock SET reserved = stock.reserved + plan.units, updated_at = now()
-    FROM plan
-    WHERE stock.product_id = $1::bigint AND stock.warehouse_id = plan.warehouse_id
-    RETURNING stock.warehouse_id, stock.reserved, plan.units
-), r AS (
-    INSERT INTO reservations (cart_id, product_id, warehouse_id, quantity, reserved_until)
-    SELECT $3::bigint, $1::bigint, warehouse_id, units, $4::timestamptz FROM plan
-    RETURNING id, warehouse_id, quantity, reserved_until
-), line AS (
-    INSERT INTO cart_items (cart_id, product_id, quantity)
-    SELECT $3::bigint, $1::bigint, $8::int WHERE $8::int > 0 AND EXISTS (SELECT 1 FROM plan)
-    ON CONFLICT (cart_id, product_id)
-    DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity
-), audit AS (
-    INSERT INTO audit_logs
-        (actor_user_id, action, entity_type, entity_id, old_values, new_values,
-         correlation_id, ip)
-    SELECT $5::bigint, 'inventory.reserved', 'product', $1::text,
-        jsonb_build_object('reserved', jsonb_object_agg(warehouse_id::text, reserved - units)),
-        jsonb_build_object('reserved', jsonb_object_agg(warehouse_id::text, reserved)),
-        $6::text, $7::text
-    FROM s HAVING count(*) > 0
-), event AS (
-    INSERT INTO outbox (topic, aggregate_type, aggregate_id, payload)
-    SELECT 'stock.changed', 'product', $1::text,
-        jsonb_build_object('reserved', jsonb_object_agg(warehouse_id::text, reserved))
-    FROM s HAVING count(*) > 0
-)
-SELECT total.available, (SELECT count(*) FROM plan) AS planned,
-    (SELECT count(*) FROM s) AS updated,
-    r.id, r.warehouse_id, r.quantity, r.reserved_until
-FROM total LEFT JOIN r ON true
-ORDER BY r.id
-"""
+# Reserving is one call of the database function stock_reserve (migration 0004): it
+# locks the product's stock rows in warehouse order, like every stock writer, then plans
+# the split (most free first, ties by warehouse id: plan_allocation), puts the units on
+# stock.reserved, creates the reservation rows and, when asked, the cart line units, and
+# writes the audit row and outbox event. Short of stock it changes nothing and reports
+# what is free.
+_RESERVE = "SELECT * FROM stock_reserve($1, $2, $3, $4, $5, $6, $7, $8)"
 
 
 @dataclass(frozen=True)
@@ -198,7 +144,36 @@ async def precheck(db: Sql, product_id: int) -> tuple[int, bool]:
     return int(row[0]), bool(row[1])
 
 
-def _refuse(product_id: int, available: int) -> InsufficientStock:
+# Products this process lately saw with no free stock. For them, add to cart reads the
+# free stock on its own first and turns a buyer away without opening a transaction: in a
+# sell-out, refusals then cost two statements and leave the loop to the buyers who pay.
+# The hint only picks the path; every answer comes from the database.
+SOLD_OUT_HINT_SECONDS = 5.0
+_sold_out: dict[int, float] = {}
+
+
+def seen_sold_out(product_id: int) -> bool:
+    seen = _sold_out.get(product_id)
+    return seen is not None and time.monotonic() - seen < SOLD_OUT_HINT_SECONDS
+
+
+def _note_free(product_id: int, free: int) -> None:
+    if free > 0:
+        _sold_out.pop(product_id, None)
+        return
+    if len(_sold_out) >= 10_000:
+        _sold_out.clear()
+    _sold_out[product_id] = time.monotonic()
+
+
+def note_reserved(product_id: int, reservations: int, free_after: int) -> None:
+    _note_free(product_id, free_after)
+    RESERVATIONS.labels("reserved").inc(reservations)
+
+
+def refuse(product_id: int, available: int) -> InsufficientStock:
+    """The 409 for a buyer turned away, noting the product as sold out when it is."""
+    _note_free(product_id, available)
     RESERVATIONS.labels("insufficient").inc()
     return InsufficientStock(
         f"only {available} units of product {product_id} are available",
@@ -250,7 +225,7 @@ async def reserve_units(
     # they must not queue behind the buyers who actually get stock.
     free_units, reclaimable = checked if checked is not None else await precheck(db, product_id)
     if free_units < quantity and not reclaimable:
-        raise _refuse(product_id, free_units)
+        raise refuse(product_id, free_units)
     args = (
         product_id,
         quantity,
@@ -261,15 +236,16 @@ async def reserve_units(
         client_ip.get(),
         quantity if add_to_line else 0,
     )
-    available: int = await db.fetchval(_LOCK_STOCK, product_id)
-    if available < quantity and await release_expired(db, product_id=product_id):
-        available = await db.fetchval(_LOCK_STOCK, product_id)
-    if available < quantity:
-        raise _refuse(product_id, available)
     rows = await db.fetch(_RESERVE, *args)
+    if not rows[0]["planned"] and await release_expired(db, product_id=product_id):
+        rows = await db.fetch(_RESERVE, *args)
+    available: int = rows[0]["available"]
+    if not rows[0]["planned"]:
+        raise refuse(product_id, available)
     if rows[0]["updated"] != rows[0]["planned"]:
         raise RuntimeError(f"stock of product {product_id} changed under its lock")
-    RESERVATIONS.labels("reserved").inc(len(rows))
+    written()
+    note_reserved(product_id, len(rows), available - quantity)
     return [
         Reserved(
             r["id"], cart_id, product_id, r["warehouse_id"], r["quantity"], r["reserved_until"]
@@ -453,6 +429,7 @@ async def expire_holds(
         return []
     await sql.fetchrow(_LOCK_TOUCHED, ids)
     rows = await sql.fetch(_EXPIRE, ids, correlation_id.get(), client_ip.get())
+    written()
     RESERVATIONS.labels("expired").inc(len(rows))
     return [Hold(*r) for r in rows]
 

@@ -8,6 +8,8 @@ from contextvars import ContextVar
 from typing import Annotated, NewType
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+from asyncpg.transaction import Transaction
 from fastapi import Depends, Request
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import (
@@ -82,12 +84,16 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-def after_commit(callback: AfterCommit) -> None:
-    """Run ``callback`` once the current unit of work has committed; dropped on rollback."""
+def after_commit(callback: AfterCommit, *, once: bool = False) -> None:
+    """Run ``callback`` once the current unit of work has committed; dropped on rollback.
+
+    ``once``: not again if this unit of work already has it.
+    """
     pending = _after_commit.get()
     if pending is None:
         raise RuntimeError("after_commit() called outside a unit of work")
-    pending.append(callback)
+    if not (once and callback in pending):
+        pending.append(callback)
 
 
 async def _run_after_commit(callbacks: list[AfterCommit]) -> None:
@@ -184,9 +190,29 @@ SessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
 ReadSessionDep = Annotated[AsyncReadSession, Depends(get_read_session)]
 
 
+class _PoolTx(Sql):
+    """A unit of work on a plain-pool connection; its transaction opens on ``begin``."""
+
+    __slots__ = ("tx",)
+
+    def __init__(self, conn: PoolConnectionProxy[asyncpg.Record]) -> None:
+        super().__init__(conn)
+        self.tx: Transaction | None = None
+
+    async def begin(self) -> None:
+        if self.tx is None:
+            tx = self._conn.transaction()
+            await tx.start()
+            self.tx = tx
+            notify("BEGIN")
+
+
 @asynccontextmanager
-async def transaction(pool: asyncpg.Pool, *, single: bool = False) -> AsyncIterator[Sql]:
-    """A unit of work on the plain pool; ``single``: one statement, no BEGIN/COMMIT.
+async def transaction(
+    pool: asyncpg.Pool, *, single: bool = False, lazy: bool = False
+) -> AsyncIterator[Sql]:
+    """A unit of work on the plain pool; ``single``: one statement, no BEGIN/COMMIT;
+    ``lazy``: the transaction opens at :meth:`Sql.begin`, statements before it run alone.
 
     Commits on success and rolls back on error; callbacks registered with
     :func:`after_commit` run once it has committed.
@@ -195,23 +221,28 @@ async def transaction(pool: asyncpg.Pool, *, single: bool = False) -> AsyncItera
         if single:
             yield Sql(conn)
         else:
-            tx = conn.transaction()
-            await tx.start()
-            notify("BEGIN")
+            db = _PoolTx(conn)
+            if not lazy:
+                await db.begin()
             try:
-                yield Sql(conn)
+                yield db
             except BaseException:
-                await tx.rollback()
-                notify("ROLLBACK")
+                if db.tx is not None:
+                    await db.tx.rollback()
+                    notify("ROLLBACK")
                 raise
-            await tx.commit()
-            notify("COMMIT")
+            if db.tx is not None:
+                await db.tx.commit()
+                notify("COMMIT")
         committed()
 
 
 async def get_tx(request: Request) -> AsyncIterator[Sql]:
-    """A request's unit of work on the plain pool (the hot paths' SessionDep)."""
-    async with transaction(request.app.state.pool) as db:
+    """A request's unit of work on the plain pool (the hot paths' SessionDep).
+
+    Lazy: the endpoint calls ``await db.begin()`` before its first write.
+    """
+    async with transaction(request.app.state.pool, lazy=True) as db:
         yield db
 
 

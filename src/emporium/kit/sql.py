@@ -10,7 +10,8 @@ with the same rules: commit on success, roll back on error, side effects after c
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import asyncpg
@@ -61,6 +62,24 @@ class Sql:
     async def from_(cls, source: AsyncSession | Sql) -> Sql:
         """The plain-SQL side of a unit of work, whichever kind it is."""
         return source if isinstance(source, Sql) else await cls.of(source)
+
+    async def begin(self) -> None:
+        """Open the unit of work's transaction before its first write.
+
+        A no-op unless the unit of work is lazy (``transaction(pool, lazy=True)``): there,
+        the reads before this call run on their own, so a request turned away by them
+        costs no BEGIN and no ROLLBACK.
+        """
+
+    @property
+    def in_transaction(self) -> bool:
+        return bool(self._conn.is_in_transaction())
+
+    @asynccontextmanager
+    async def atomic(self) -> AsyncIterator[None]:
+        """A transaction of its own, or a savepoint inside the open one."""
+        async with self._conn.transaction():
+            yield
 
     async def _run(self, method: Any, query: str, args: tuple[Any, ...]) -> Any:
         DB_STATEMENTS.inc()

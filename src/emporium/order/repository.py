@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emporium.kit.logging import client_ip, correlation_id
+from emporium.kit.outbox import written
 from emporium.kit.repository import Repository
 from emporium.kit.sql import Sql
 from emporium.models import Order, OrderAllocation, Stock
@@ -255,6 +256,7 @@ class OrderWrites:
             correlation_id.get(),
             client_ip.get(),
         )
+        written()
         return order_id
 
     async def pay(
@@ -282,6 +284,7 @@ class OrderWrites:
         )
         if row is None:
             return None
+        written()
         return Order(**dict(row))
 
     async def answer(self, answer: Answer, order_id: int | None) -> None:

@@ -1,0 +1,80 @@
+"""In a sell-out, a refused buyer costs two statements and no transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from emporium.cart.service import _QUICK
+from emporium.kit import sql
+from tests.cart import ITEMS, reservation_rows, stock_rows
+from tests.fixtures import auth
+
+
+async def test_a_sold_out_product_is_refused_without_a_transaction(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    timer = catalog["product"]["timer"]  # one unit, in W1
+    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as guest:
+        r = await guest.post(ITEMS, json={"product_id": timer, "quantity": 1})
+        assert (r.status_code, r.json()["lines"][0]["available"]) == (200, 0)
+    stock, holds = await stock_rows(maker, timer), await reservation_rows(maker)
+    seen: list[str] = []
+
+    def record(query: str, _: tuple[Any, ...]) -> None:
+        seen.append(query)
+
+    sql.listen(record)
+    try:
+        r = await client.post(
+            ITEMS, json={"product_id": timer, "quantity": 1}, headers=auth("customer")
+        )
+    finally:
+        sql.unlisten(record)
+    assert (r.status_code, r.json()["error"], r.json()["available"]) == (
+        409,
+        "insufficient_stock",
+        0,
+    )
+    # The caller's identity, then the free stock: no BEGIN, no ROLLBACK, no cart.
+    assert len(seen) == 2
+    assert seen[1] == _QUICK
+    assert "api_token_hash" in seen[0]
+    assert (await stock_rows(maker, timer), await reservation_rows(maker)) == (stock, holds)
+    r = await client.get("/api/v1/cart", headers=auth("customer"))
+    assert r.json()["lines"] == []
+
+
+async def test_restocked_product_is_sold_again_at_once(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    timer, w1 = catalog["product"]["timer"], catalog["warehouse"]["W1"]
+    r = await client.post(
+        ITEMS, json={"product_id": timer, "quantity": 1}, headers=auth("customer")
+    )
+    assert r.status_code == 200
+    r = await client.post(
+        ITEMS, json={"product_id": timer, "quantity": 1}, headers=auth("customer")
+    )
+    assert (r.status_code, r.json()["available"]) == (409, 0)
+    # The sold-out hint only picks the path: a restock is seen by the next buyer.
+    r = await client.put(
+        f"/api/v1/products/{timer}/stock",
+        json=[{"warehouse_id": w1, "quantity": 3}],
+        headers=auth("admin"),
+    )
+    assert r.status_code == 200, r.text
+    r = await client.post(
+        ITEMS, json={"product_id": timer, "quantity": 2}, headers=auth("customer")
+    )
+    assert (r.status_code, r.json()["lines"][0]["quantity"]) == (200, 3)
+    assert await stock_rows(maker, timer) == [(w1, 3, 3), (catalog["warehouse"]["W2"], 0, 0)]
