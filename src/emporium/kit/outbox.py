@@ -46,7 +46,7 @@ class OutboxSignal:
 
     def bind(self, pool: asyncpg.Pool) -> None:
         """Send cross-process wake-ups through ``pool`` (the server's plain pool)."""
-        self._pool = pool
+        self._pool, self._task, self._again = pool, None, False
 
     def unbind(self, pool: asyncpg.Pool) -> None:
         if self._pool is pool:
@@ -66,7 +66,8 @@ class OutboxSignal:
             return
         if self._pool is None:
             return
-        if self._task is not None and not self._task.done():
+        task = self._task
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
             self._again = True  # the running sender goes once more at the end of its window
             return
         self._task = asyncio.create_task(self._notify(self._pool), name="outbox-notify")
