@@ -94,7 +94,7 @@ async def test_background_dispatcher_delivers_within_a_second_or_so(
         }
         await client.post("/api/v1/products", json=body, headers=auth("acme"))
         total = 0
-        for _ in range(100):  # wait up to 10 s; LISTEN/NOTIFY makes it near-instant
+        for _ in range(100):  # wait up to 10 s; the after-commit wake-up makes it near-instant
             total = (await client.get("/api/v1/search", params={"q": "quokka"})).json()["total"]
             if total:
                 break
