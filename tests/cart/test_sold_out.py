@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from emporium.cart.service import _QUICK
+from emporium.inventory.reservations import _PRECHECK
 from emporium.kit import sql
 from tests.cart import ITEMS, reservation_rows, stock_rows
 from tests.fixtures import auth
@@ -44,7 +44,7 @@ async def test_a_sold_out_product_is_refused_without_a_transaction(
     )
     # The caller's identity, then the free stock: no BEGIN, no ROLLBACK, no cart.
     assert len(seen) == 2
-    assert seen[1] == _QUICK
+    assert seen[1] == _PRECHECK
     assert "api_token_hash" in seen[0]
     assert (await stock_rows(maker, timer), await reservation_rows(maker)) == (stock, holds)
     r = await client.get("/api/v1/cart", headers=auth("customer"))

@@ -25,11 +25,11 @@ from emporium.catalog.repository import ProductRepository
 from emporium.inventory.reservations import (
     note_reserved,
     refuse,
+    refuse_if_sold_out,
     release,
     release_expired,
     release_units,
     reserve,
-    seen_sold_out,
 )
 from emporium.kit.errors import InvalidInput, NotFound
 from emporium.kit.logging import client_ip, correlation_id
@@ -132,14 +132,6 @@ async def view(session: AsyncSession, owner: CartOwner, *, ttl: timedelta) -> sc
     return await render(session, cart.id)
 
 
-# A sold-out product's refusal, read without a transaction (see seen_sold_out).
-_QUICK = """
-SELECT p.is_active,
-    (SELECT coalesce(sum(quantity - reserved), 0) FROM stock WHERE product_id = p.id) AS free,
-    EXISTS (SELECT 1 FROM reservations
-            WHERE product_id = p.id AND reserved_until < now()) AS reclaimable
-FROM products p WHERE p.id = $1
-"""
 # The database function cart_add_item (migration 0004) does the whole change in one
 # call: take the cart, slide its holds, check the product and the line limit, reserve,
 # and return the lines. Outside a transaction it commits on its own, so the product's
@@ -152,15 +144,7 @@ async def add_item(
 ) -> tuple[schemas.CartView, str | None]:
     """Add units to a line, reserving them; returns the cart and a new guest token if any."""
     db = await Sql.from_(unit)
-    if seen_sold_out(product_id):
-        quick = await db.fetchrow(_QUICK, product_id)
-        if (
-            quick is not None
-            and quick["is_active"]
-            and quick["free"] < quantity
-            and not quick["reclaimable"]
-        ):
-            raise refuse(product_id, quick["free"])
+    await refuse_if_sold_out(db, product_id, quantity)
     until = _until(ttl)
     # A fresh token, never the one the client sent: a client cannot choose its cart key.
     token = None if owner.user is not None else secrets.token_urlsafe(32)

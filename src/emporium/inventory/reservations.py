@@ -133,15 +133,30 @@ class Reserved:
     reserved_until: datetime
 
 
+# A product's free units and whether any expired hold could be reclaimed, unlocked.
+_PRECHECK = """
+SELECT p.is_active,
+    (SELECT coalesce(sum(quantity - reserved), 0) FROM stock WHERE product_id = p.id) AS free,
+    EXISTS (SELECT 1 FROM reservations
+            WHERE product_id = p.id AND reserved_until < now()) AS reclaimable
+FROM products p WHERE p.id = $1
+"""
+
+
 async def precheck(db: Sql, product_id: int) -> tuple[int, bool]:
     """Free units of a product and whether any expired hold could be reclaimed (no locks)."""
-    row = await db.fetchrow(
-        "SELECT (SELECT coalesce(sum(quantity - reserved), 0) FROM stock WHERE product_id = $1),"
-        " EXISTS (SELECT 1 FROM reservations WHERE product_id = $1 AND reserved_until < now())",
-        product_id,
-    )
-    assert row is not None
-    return int(row[0]), bool(row[1])
+    row = await db.fetchrow(_PRECHECK, product_id)
+    return (0, False) if row is None else (int(row["free"]), bool(row["reclaimable"]))
+
+
+async def refuse_if_sold_out(db: Sql, product_id: int, quantity: int) -> None:
+    """For a product this process saw sold out: refuse after one read, with no lock and
+    no transaction, when the units are not there and no expired hold could free them."""
+    if not seen_sold_out(product_id):
+        return
+    row = await db.fetchrow(_PRECHECK, product_id)
+    if row is not None and row["is_active"] and row["free"] < quantity and not row["reclaimable"]:
+        raise refuse(product_id, row["free"])
 
 
 # Products this process lately saw with no free stock. For them, add to cart reads the
@@ -210,12 +225,10 @@ async def reserve_units(
     until: datetime,
     actor: User | None = None,
     checked: tuple[int, bool] | None = None,
-    add_to_line: bool = False,
 ) -> tuple[list[Reserved], int]:
     """:func:`reserve`, also returning the product's free units left afterwards.
 
-    ``checked`` is a :func:`precheck` result the caller already has; ``add_to_line`` also
-    adds the units to the cart line, in the same statement.
+    ``checked`` is a :func:`precheck` result the caller already has.
     """
     if quantity <= 0:
         raise ValueError("quantity must be positive")
@@ -234,7 +247,7 @@ async def reserve_units(
         actor.id if actor else None,
         correlation_id.get(),
         client_ip.get(),
-        quantity if add_to_line else 0,
+        0,  # no cart line units: cart_add_item writes those itself
     )
     rows = await db.fetch(_RESERVE, *args)
     if not rows[0]["planned"] and await release_expired(db, product_id=product_id):
