@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -180,6 +181,10 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
             await run_background_jobs()
         else:
             app.state.leadership.start()
+    # Everything built so far lives as long as the process: keep it out of the cyclic
+    # collector's full passes, which would otherwise walk it again and again.
+    gc.collect()
+    gc.freeze()
     log.info("emporium.started", version=__version__, embedded_db=settings.database_url is None)
 
 

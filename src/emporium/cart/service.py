@@ -138,6 +138,14 @@ async def view(session: AsyncSession, owner: CartOwner, *, ttl: timedelta) -> sc
 # stock rows stay locked only for the database's own work.
 _ADD = "SELECT cart_add_item($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
+# The cart row is locked first, as by every change to a cart.
+_SLIDE = """
+WITH c AS MATERIALIZED (
+    SELECT id FROM carts WHERE user_id = $1 OR guest_token_hash = $2 FOR UPDATE
+)
+UPDATE reservations SET reserved_until = $3 WHERE cart_id IN (SELECT id FROM c)
+"""
+
 
 async def add_item(
     unit: AsyncSession | Sql, owner: CartOwner, product_id: int, quantity: int, *, ttl: timedelta
@@ -168,6 +176,9 @@ async def add_item(
         # transaction, so that a refusal leaves even the expired holds as they were.
         try:
             async with db.atomic():
+                # The refusal rolled back the touch of this cart's own holds: give it
+                # again first, so that only other carts' lapsed holds are reclaimed.
+                await db.execute(_SLIDE, args[0], args[1], until)
                 if not await release_expired(db, product_id=product_id):
                     raise exc
                 result = await _add(db, args)

@@ -17,7 +17,6 @@ from valkey.exceptions import ValkeyError
 
 from emporium.kit.cache import Cache
 from emporium.kit.errors import Conflict, InvalidInput
-from emporium.kit.sql import Sql
 from emporium.order.repository import Answer, OrderWrites
 
 log = structlog.get_logger(__name__)
@@ -42,22 +41,6 @@ class StoredResponse:
 def request_hash(body: dict[str, Any]) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-# A key is claimed by inserting it; an expired key is taken over in place.
-_CLAIM = """
-INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ($1, $2, $3)
-ON CONFLICT ON CONSTRAINT uq_idempotency_keys_user_key DO UPDATE SET
-    request_hash = EXCLUDED.request_hash, state = 'processing', response_status = NULL,
-    response_body = NULL, order_id = NULL, created_at = now(),
-    expires_at = now() + interval '24 hours'
-WHERE idempotency_keys.expires_at < now()
-RETURNING id
-"""
-_READ = (
-    "SELECT request_hash, state, response_status, response_body FROM idempotency_keys "
-    "WHERE user_id = $1 AND key = $2"
-)
 
 
 class IdempotencyStore:
@@ -106,23 +89,9 @@ class IdempotencyStore:
             log.warning("idempotency.cache_unavailable", error=str(exc))
         return None
 
-    async def claim(
-        self, session: AsyncSession | Sql, user_id: int, key: str, digest: str
-    ) -> StoredResponse | None:
-        """Claim the key inside the caller's transaction (None), or return what to replay.
-
-        The claim commits or rolls back with the order it guards, so a failure leaves no
-        stuck key; a concurrent duplicate waits on the unique index and then gets a 409.
-        """
-        db = await Sql.from_(session)
-        claimed = await db.fetchval(_CLAIM, user_id, key, digest)
-        if claimed is not None:
-            return None
-        row = await db.fetchrow(_READ, user_id, key)
-        assert row is not None
-        return self._judge(
-            row["request_hash"], row["state"], row["response_status"], row["response_body"], digest
-        )
+    def judge(self, row: dict[str, Any], digest: str) -> StoredResponse:
+        """What to answer for a key already claimed: its stored response, or an error."""
+        return self._judge(row["request_hash"], row["state"], row["status"], row["body"], digest)
 
     @staticmethod
     async def complete(

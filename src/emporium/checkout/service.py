@@ -80,20 +80,24 @@ class CheckoutService:
             if not gateway_available(self.gateway):
                 # Fail fast before touching the cart: its reservations stay intact.
                 raise PaymentUnavailableError("the payment service is unavailable; try again later")
-            async with transaction(self.pool) as db:
-                # The claim commits with the order, or neither happens.
-                replay = await idem.claim(db, user.id, key, digest)
-                if replay is None:
-                    order, gateway_key, items = await orders.create_from_cart(
-                        db,
-                        user,
-                        payload["shipping_address"],
-                        idempotency_key=key,
-                        gateway_name=self.gateway.name,
-                        card_last4=body.payment.card_number[-4:],
-                        reservation_ttl=self.reservation_ttl,
-                    )
-                    order_id, amount, currency = order.id, order.total, order.currency
+            # One call claims the key and places the order, committing both or neither.
+            async with transaction(self.pool, single=True) as db:
+                placement = await orders.place_from_cart(
+                    db,
+                    user,
+                    payload["shipping_address"],
+                    idempotency_key=key,
+                    request_digest=digest,
+                    gateway_name=self.gateway.name,
+                    card_last4=body.payment.card_number[-4:],
+                    reservation_ttl=self.reservation_ttl,
+                )
+            if placement.replay is not None:
+                replay = idem.judge(placement.replay, digest)
+            else:
+                assert placement.placed is not None
+                order, gateway_key, items = placement.placed
+                order_id, amount, currency = order.id, order.total, order.currency
         except BaseException:
             await idem.forget(user.id, key)
             raise

@@ -40,6 +40,7 @@ class OutboxSignal:
     def __init__(self) -> None:
         self._local: list[asyncio.Event] = []
         self._pool: asyncpg.Pool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._again = False
         self.notifies = 0
@@ -47,6 +48,7 @@ class OutboxSignal:
     def bind(self, pool: asyncpg.Pool) -> None:
         """Send cross-process wake-ups through ``pool`` (the server's plain pool)."""
         self._pool, self._task, self._again = pool, None, False
+        self._loop = asyncio.get_running_loop()
 
     def unbind(self, pool: asyncpg.Pool) -> None:
         if self._pool is pool:
@@ -64,10 +66,12 @@ class OutboxSignal:
             for wake in self._local:
                 wake.set()
             return
-        if self._pool is None:
+        # A pool serves only the loop it was made on; writers on any other loop (a
+        # script, a test's own loop) are left to the dispatcher's poll.
+        if self._pool is None or self._loop is not asyncio.get_running_loop():
             return
         task = self._task
-        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+        if task is not None and not task.done():
             self._again = True  # the running sender goes once more at the end of its window
             return
         self._task = asyncio.create_task(self._notify(self._pool), name="outbox-notify")

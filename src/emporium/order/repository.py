@@ -6,7 +6,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, update
@@ -53,48 +52,6 @@ class OrderRepository(Repository):
             a.state = "restocked"
 
 
-# Placing an order is one statement: the order, its items and allocations, the payment
-# row, the first timeline entry, the audit row and the outbox event, while the cart's
-# holds and lines go away. The held units stay in stock.reserved: they now belong to
-# the order.
-_PLACE = """
-WITH o AS (
-    INSERT INTO orders (user_id, status, subtotal, shipping_total, total, shipping_address,
-                        idempotency_key, created_at, updated_at)
-    VALUES ($1::bigint, 'pending_payment', $2::numeric, 0, $2::numeric, $3::text::jsonb,
-            $4::text, $5::timestamptz, $5::timestamptz)
-    RETURNING id
-), items AS (
-    INSERT INTO order_items (order_id, product_id, seller_id, title, unit_price, quantity,
-                             line_total)
-    SELECT o.id, i.* FROM o, unnest($6::bigint[], $7::bigint[], $8::text[], $9::numeric[],
-                                    $10::int[], $11::numeric[]) AS i
-), allocations AS (
-    INSERT INTO order_allocations (order_id, product_id, warehouse_id, quantity)
-    SELECT o.id, a.* FROM o, unnest($12::bigint[], $13::bigint[], $14::int[]) AS a
-), holds AS (
-    DELETE FROM reservations WHERE id = ANY($15::bigint[])
-), lines AS (
-    DELETE FROM cart_items WHERE cart_id = $16::bigint
-), payment AS (
-    INSERT INTO payments (order_id, gateway, idempotency_key, status, amount, card_last4)
-    SELECT o.id, $17::text, 'order-' || o.id, 'pending', $2::numeric, $18::text FROM o
-), timeline AS (
-    INSERT INTO order_events (order_id, status, note, actor_user_id, created_at)
-    SELECT o.id, 'pending_payment', '', $1::bigint, $5::timestamptz FROM o
-), audit AS (
-    INSERT INTO audit_logs (actor_user_id, action, entity_type, entity_id, old_values,
-                            new_values, correlation_id, ip)
-    SELECT $1::bigint, 'order.created', 'order', o.id::text, NULL,
-        jsonb_build_object('total', $2::numeric::text, 'items', $19::int), $20::text, $21::text
-    FROM o
-), event AS (
-    INSERT INTO outbox (topic, aggregate_type, aggregate_id, payload)
-    SELECT 'order.created', 'order', o.id::text, '{}'::jsonb FROM o
-)
-SELECT id FROM o
-"""
-
 # Paying is one statement: the order moves to paid (only from pending_payment), its
 # held allocations are committed and their units leave stock, the payment is captured,
 # and the timeline, audit trail and outbox record it all, with the checkout's
@@ -102,18 +59,6 @@ SELECT id FROM o
 # by a plain UPDATE, relative to their latest version, so it needs no earlier lock;
 # rows are visited in (product, warehouse) order, and a deadlock is retried by the
 # caller. Run on its own (autocommit), its locks last no longer than the statement.
-_PAY = """
-WITH o AS MATERIALIZED (SELECT id FROM orders WHERE id = $1::bigint FOR UPDATE),
-s AS MATERIALIZED (
-    SELECT 1 FROM stock
-    WHERE (product_id, warehouse_id) IN (
-        SELECT product_id, warehouse_id FROM order_allocations
-        WHERE order_id = (SELECT id FROM o) AND state = 'held')
-    ORDER BY product_id, warehouse_id
-    FOR UPDATE
-)
-SELECT count(*) FROM s
-"""
 _PAY = """
 WITH o AS (
     UPDATE orders SET status = 'paid', paid_at = $2::timestamptz, updated_at = $2::timestamptz
@@ -190,16 +135,6 @@ class Answer:
     body: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class PlacedLine:
-    product_id: int
-    seller_id: int
-    title: str
-    unit_price: Decimal
-    quantity: int
-    line_total: Decimal
-
-
 class OrderWrites:
     """The checkout's hot statements, in plain SQL, on either kind of unit of work."""
 
@@ -216,48 +151,6 @@ class OrderWrites:
             "SELECT * FROM orders WHERE id = $1 FOR UPDATE", order_id
         )
         return None if row is None else Order(**dict(row))
-
-    async def place(
-        self,
-        *,
-        user_id: int,
-        total: Decimal,
-        shipping_address: dict[str, Any],
-        idempotency_key: str | None,
-        created_at: datetime,
-        lines: Sequence[PlacedLine],
-        allocations: Sequence[tuple[int, int, int]],
-        reservation_ids: Sequence[int],
-        cart_id: int,
-        gateway: str,
-        card_last4: str | None,
-    ) -> int:
-        order_id: int = await (await Sql.from_(self.unit)).fetchval(
-            _PLACE,
-            user_id,
-            total,
-            json.dumps(shipping_address),
-            idempotency_key,
-            created_at,
-            [line.product_id for line in lines],
-            [line.seller_id for line in lines],
-            [line.title for line in lines],
-            [line.unit_price for line in lines],
-            [line.quantity for line in lines],
-            [line.line_total for line in lines],
-            [a[0] for a in allocations],
-            [a[1] for a in allocations],
-            [a[2] for a in allocations],
-            list(reservation_ids),
-            cart_id,
-            gateway,
-            card_last4,
-            sum(line.quantity for line in lines),
-            correlation_id.get(),
-            client_ip.get(),
-        )
-        written()
-        return order_id
 
     async def pay(
         self,

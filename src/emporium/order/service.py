@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emporium.audit import service as audit
-from emporium.inventory.reservations import reserve
+from emporium.inventory.reservations import (
+    RESERVATIONS,
+    InsufficientStock,
+    refuse,
+    release_expired,
+)
 from emporium.kit.errors import Conflict
-from emporium.kit.outbox import record_event
+from emporium.kit.logging import client_ip, correlation_id
+from emporium.kit.outbox import record_event, written
 from emporium.kit.sql import Sql
 from emporium.models import (
     Cart,
@@ -30,10 +39,8 @@ from emporium.models import (
 )
 from emporium.order.errors import InvalidTransition, NothingToShip, NotOrderSeller, OrderNotFound
 from emporium.order.metrics import ORDER_VALUE, ORDERS
-from emporium.order.repository import Answer, OrderRepository, OrderWrites, PlacedLine
+from emporium.order.repository import Answer, OrderRepository, OrderWrites
 from emporium.order.state import CANCELLABLE, OrderStatus, check_transition
-
-CENT = Decimal("0.01")
 
 
 class CartEmpty(Conflict):
@@ -44,22 +51,54 @@ class ProductUnavailable(Conflict):
     code = "product_unavailable"
 
 
-# The cart's lines with their products, and its holds, in one round trip: the cart row
-# is locked first (it serialises checkouts of one cart), then its reservations.
-_CART = """
-WITH c AS MATERIALIZED (SELECT id FROM carts WHERE user_id = $1 FOR UPDATE),
-holds AS MATERIALIZED (
-    SELECT id, product_id, warehouse_id, quantity FROM reservations
-    WHERE cart_id = (SELECT id FROM c) ORDER BY id FOR UPDATE
-)
-SELECT c.id AS cart_id, ci.product_id, ci.quantity, p.title, p.price, p.seller_id, p.is_active,
-    (SELECT coalesce(jsonb_agg(jsonb_build_array(id, product_id, warehouse_id, quantity)
-                               ORDER BY id), '[]'::jsonb) FROM holds) AS holds
-FROM c
-JOIN cart_items ci ON ci.cart_id = c.id
-JOIN products p ON p.id = ci.product_id
-ORDER BY ci.product_id
-"""
+# Step 1 of checkout is one call of the database function checkout_place (migration
+# 0005): claim the key, lock the cart and its holds, take lapsed holds again, place the
+# order. Outside a transaction it commits on its own.
+_PLACE = "SELECT * FROM checkout_place($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The placed order, gateway key and items; or the claimed key's row to replay."""
+
+    placed: tuple[Order, str, list[OrderItem]] | None = None
+    replay: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class _Reclaimable:
+    """Short of stock, but expired holds of the product could be released."""
+
+    product_id: int
+    refused: InsufficientStock
+
+
+async def _place(db: Sql, args: tuple[Any, ...]) -> asyncpg.Record:
+    # Inside a caller's transaction a refusal must not abort it: use a savepoint.
+    if db.in_transaction:
+        async with db.atomic():
+            row = await db.fetchrow(_PLACE, *args)
+    else:
+        row = await db.fetchrow(_PLACE, *args)
+    assert row is not None
+    return row
+
+
+def _refusal(exc: asyncpg.RaiseError) -> Exception | _Reclaimable:
+    """The domain error for a refusal raised by checkout_place."""
+    if exc.message == "cart_empty":
+        return CartEmpty("the cart is empty")
+    if exc.message == "product_unavailable":
+        return ProductUnavailable(
+            "some products are no longer sold", product_ids=json.loads(exc.detail or "[]")
+        )
+    if exc.message == "insufficient_stock":
+        detail = json.loads(exc.detail or "{}")
+        refused = refuse(detail["product_id"], detail["available"])
+        if detail["reclaimable"]:
+            return _Reclaimable(detail["product_id"], refused)
+        return refused
+    return exc
 
 
 class OrderService:
@@ -112,68 +151,71 @@ class OrderService:
 
         Returns the order, the payment's gateway idempotency key, and the items.
         """
-        db = await Sql.from_(session)
-        lines = await db.fetch(_CART, user.id)
-        if not lines:
-            raise CartEmpty("the cart is empty")
-        cart_id: int = lines[0]["cart_id"]
-        unavailable = [line["product_id"] for line in lines if not line["is_active"]]
-        if unavailable:
-            raise ProductUnavailable("some products are no longer sold", product_ids=unavailable)
-        holds: list[tuple[int, int, int, int]] = [
-            (int(i), int(p), int(w), int(q)) for i, p, w, q in lines[0]["holds"]
-        ]
-        held: dict[int, int] = defaultdict(int)
-        for _, product_id, _, units in holds:
-            held[product_id] += units
-        until = datetime.now(UTC) + reservation_ttl
-        for line in lines:
-            missing = line["quantity"] - held[line["product_id"]]
-            if missing > 0:  # a hold lapsed and was reaped: take it again, or fail with 409
-                holds += [
-                    (r.id, r.product_id, r.warehouse_id, r.quantity)
-                    for r in await reserve(
-                        db,
-                        cart_id=cart_id,
-                        product_id=line["product_id"],
-                        quantity=missing,
-                        until=until,
-                    )
-                ]
-        placed = [
-            PlacedLine(
-                product_id=line["product_id"],
-                seller_id=line["seller_id"],
-                title=line["title"],
-                unit_price=line["price"],
-                quantity=line["quantity"],
-                line_total=(line["price"] * line["quantity"]).quantize(CENT),
-            )
-            for line in lines
-        ]
-        subtotal = sum((p.line_total for p in placed), Decimal("0.00"))
-        per_wh: dict[tuple[int, int], int] = defaultdict(int)
-        wanted = {p.product_id: p.quantity for p in placed}
-        for _, product_id, warehouse_id, units in holds:
-            take = min(units, wanted.get(product_id, 0))
-            if take:
-                per_wh[(product_id, warehouse_id)] += take
-                wanted[product_id] -= take
-        now = datetime.now(UTC)
-        order_id = await OrderWrites(db).place(
-            user_id=user.id,
-            total=subtotal,
-            shipping_address=shipping_address,
+        placement = await self.place_from_cart(
+            session,
+            user,
+            shipping_address,
             idempotency_key=idempotency_key,
-            created_at=now,
-            lines=placed,
-            allocations=[(p, w, q) for (p, w), q in sorted(per_wh.items())],
-            reservation_ids=[h[0] for h in holds],
-            cart_id=cart_id,
-            gateway=gateway_name,
+            request_digest=None,
+            gateway_name=gateway_name,
             card_last4=card_last4,
+            reservation_ttl=reservation_ttl,
         )
+        assert placement.placed is not None
+        return placement.placed
+
+    async def place_from_cart(
+        self,
+        unit: AsyncSession | Sql,
+        user: User,
+        shipping_address: dict[str, Any],
+        *,
+        idempotency_key: str | None,
+        request_digest: str | None,
+        gateway_name: str,
+        card_last4: str | None,
+        reservation_ttl: timedelta,
+    ) -> Placement:
+        """:meth:`create_from_cart`, first claiming ``idempotency_key`` when a
+        ``request_digest`` is given; a key already claimed comes back as ``replay``."""
+        db = await Sql.from_(unit)
+        now = datetime.now(UTC)
+        args = (
+            user.id,
+            idempotency_key,
+            request_digest,
+            json.dumps(shipping_address),
+            now,
+            now + reservation_ttl,
+            gateway_name,
+            card_last4,
+            correlation_id.get(),
+            client_ip.get(),
+        )
+        try:
+            row = await _place(db, args)
+        except asyncpg.RaiseError as exc:
+            refusal = _refusal(exc)
+            if not isinstance(refusal, _Reclaimable):
+                raise refusal from None
+            # Expired holds never block a buyer: release the product's and try once
+            # more, in one transaction, so a refusal leaves even those as they were.
+            try:
+                async with db.atomic():
+                    if not await release_expired(db, product_id=refusal.product_id):
+                        raise refusal.refused from None
+                    row = await _place(db, args)
+            except asyncpg.RaiseError as again:
+                refusal = _refusal(again)
+                raise (refusal.refused if isinstance(refusal, _Reclaimable) else refusal) from None
+        if row["replay"] is not None:
+            return Placement(replay=row["replay"])
+        written()
+        if row["rereserved"]:
+            RESERVATIONS.labels("reserved").inc(row["rereserved"])
         ORDERS.labels(OrderStatus.pending_payment.value).inc()
+        order_id: int = row["placed_id"]
+        total: Decimal = row["placed_total"]
         order = Order(
             id=order_id,
             created_at=now,
@@ -181,9 +223,9 @@ class OrderService:
             user_id=user.id,
             status=OrderStatus.pending_payment.value,
             currency="USD",
-            subtotal=subtotal,
+            subtotal=total,
             shipping_total=Decimal("0.00"),
-            total=subtotal,
+            total=total,
             shipping_address=shipping_address,
             idempotency_key=idempotency_key,
             paid_at=None,
@@ -191,16 +233,16 @@ class OrderService:
         items = [
             OrderItem(
                 order_id=order_id,
-                product_id=p.product_id,
-                seller_id=p.seller_id,
-                title=p.title,
-                unit_price=p.unit_price,
-                quantity=p.quantity,
-                line_total=p.line_total,
+                product_id=i["product_id"],
+                seller_id=i["seller_id"],
+                title=i["title"],
+                unit_price=Decimal(i["unit_price"]),
+                quantity=i["quantity"],
+                line_total=Decimal(i["line_total"]),
             )
-            for p in placed
+            for i in row["placed_items"]
         ]
-        return order, f"order-{order_id}", items
+        return Placement(placed=(order, f"order-{order_id}", items))
 
     async def lock(self, session: AsyncSession, order_id: int) -> Order:
         order = await OrderRepository.from_session(session).lock(order_id)
