@@ -102,3 +102,28 @@ async def test_background_dispatcher_delivers_within_a_second_or_so(
         assert total == 1
     finally:
         await app.state.dispatcher.stop()
+
+
+class _Writes(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def write(self, s: str) -> int:
+        self.calls.append(s)
+        return super().write(s)
+
+
+def test_a_log_line_is_one_write() -> None:
+    # Server processes share stderr: a line written in two pieces interleaves with others.
+    import structlog
+
+    out = _Writes()
+    configure_logging("INFO", json=True, stream=out)
+    try:
+        structlog.get_logger("t").info("one.line", n=1)
+    finally:
+        configure_logging("WARNING", json=True)
+    assert len(out.calls) == 1
+    assert out.calls[0].endswith("}\n")
+    assert json.loads(out.calls[0])["event"] == "one.line"

@@ -31,7 +31,9 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | N
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # One write per line (PrintLogger writes the newline apart), so lines from
+        # several server processes sharing a file never interleave.
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
     # Route stdlib loggers (uvicorn, sqlalchemy, alembic) through the same renderer.
