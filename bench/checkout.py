@@ -8,6 +8,12 @@ stock directly in the server's database (EMPORIUM_DATABASE_URL, or the embedded 
 EMPORIUM_DATA_DIR), then drives the public API: add to cart, then checkout. It prints
 orders/s, latency percentiles, SQL statements per checkout (from the server's
 emporium_db_statements_total) and oversold units, which must be 0.
+
+    .venv/bin/python bench/checkout.py --mode spread --vs-pgbench
+
+runs bench/pgbench_checkout.py right after the HTTP run, for as long, against the same
+database, and prints the HTTP rate as a share of pgbench's: the machine's speed can drift
+between runs minutes apart, so the two are only compared back to back.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import os
 import random
 import re
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -137,9 +145,20 @@ def session(url: str, connections: int, timeout: float) -> aiohttp.ClientSession
     )
 
 
+def pgbench_rate(seconds: float) -> float:
+    """Checkouts/s of the same SQL replayed by pgbench (bench/pgbench_checkout.py --run)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pgbench_checkout.py")
+    cmd = [sys.executable, script, "--run", "--clients", "16", "--seconds", str(round(seconds))]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    m = re.search(r"^pgbench: ([\d.]+) TPS", out, re.M)
+    if m is None:
+        raise SystemExit(f"pgbench printed no rate:\n{out}")
+    return float(m.group(1))
+
+
 async def spread(
     url: str, conn: asyncpg.Connection, clients: int, products: int, seconds: float
-) -> None:
+) -> float:
     ids = [
         r["id"]
         for r in await conn.fetch(
@@ -179,6 +198,7 @@ async def spread(
     )
     if stats.orders:
         print(f"  SQL statements per order (add to cart + checkout): {spent / stats.orders:.1f}")
+    return stats.orders / elapsed
 
 
 async def flash(
@@ -263,11 +283,16 @@ async def main() -> None:
     p.add_argument("--buyers", type=int, default=1000)
     p.add_argument("--units", type=int, default=100)
     p.add_argument("--concurrency", type=int, default=200)
+    p.add_argument("--vs-pgbench", action="store_true", help="spread: then pgbench, and the ratio")
     args = p.parse_args()
     conn: Any = await asyncpg.connect(dsn())
     try:
         if args.mode == "spread":
-            await spread(args.url, conn, args.clients, args.products, args.seconds)
+            rate = await spread(args.url, conn, args.clients, args.products, args.seconds)
+            if args.vs_pgbench:
+                limit = pgbench_rate(args.seconds)
+                print(f"  pgbench, same SQL, right after: {limit:.1f} checkouts/s")
+                print(f"  HTTP reaches {100 * rate / limit:.0f} % of the database's limit")
         else:
             await flash(args.url, conn, args.buyers, args.units, args.concurrency)
     finally:

@@ -33,6 +33,7 @@ def serve(settings: Settings, data_dir: Path, *, workers: int = 1) -> Iterator[s
         "EMPORIUM_DATA_DIR": str(data_dir),
         "EMPORIUM_LOG_LEVEL": "WARNING",
         "EMPORIUM_DB_POOL_SIZE": "6",
+        "EMPORIUM_DB_CHECKOUT_POOL_SIZE": "3",
     }
     command = [sys.executable, "-m", "emporium", "serve", "--port", str(port)]
     proc = subprocess.Popen(

@@ -117,6 +117,8 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
     maker = create_sessionmaker(engine)
     pool = await create_pool(to_libpq_url(url), settings.db_pool_size)
     app.state.pool = pool
+    checkout_pool = await create_pool(to_libpq_url(url), settings.db_checkout_pool_size)
+    app.state.checkout_pool = checkout_pool
     signal.bind(pool)
 
     embedded_valkey: EmbeddedValkey | None = None
@@ -153,7 +155,7 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
         idempotency=IdempotencyStore(cache),
         gateway=gateway,
         reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
-        pool=pool,
+        pool=checkout_pool,
     )
     app.state.reconciler = PaymentReconciler(
         maker,
@@ -216,4 +218,5 @@ async def shutdown(app: FastAPI) -> None:
     await step("engine", state.engine.dispose)
     signal.unbind(state.pool)
     await step("pool", state.pool.close)
+    await step("checkout_pool", state.checkout_pool.close)
     await step("metrics", process_exited)

@@ -201,3 +201,27 @@ async def test_checkout_stays_within_its_statement_budget(
     # The response built without reading back equals what a later read returns.
     read = await client.get(f"{API}/orders/{r.json()['id']}", headers=auth("customer"))
     assert read.json() == r.json()
+
+
+async def test_checkout_has_connections_of_its_own(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    # A sell-out's add-to-cart requests can hold every connection of the main pool while
+    # they queue for the stock rows; buyers who are paying must still get through.
+    sony = catalog["product"]["sony"]
+    await fill_cart(maker, catalog["user"]["customer"], {sony: 1})
+    pool = app.state.pool
+    held = [await pool.acquire() for _ in range(pool.get_max_size())]
+    try:
+        # Without its own pool the checkout would wait for a connection indefinitely.
+        r = await asyncio.wait_for(
+            client.post(f"{API}/checkout", json=body(), headers=key("k-bulkhead")), 30
+        )
+    finally:
+        for conn in held:
+            await pool.release(conn)
+    assert (r.status_code, r.json()["status"]) == (201, "paid")
+    assert await stock_of(maker, sony) == [(9, 0), (5, 0)]

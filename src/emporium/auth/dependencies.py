@@ -47,9 +47,9 @@ async def get_optional_tx_user(
 
 
 async def get_standalone_user(request: Request, credentials: Bearer, cookie: SessionCookie) -> User:
-    """The caller, read on a connection given back at once: for an endpoint that runs
-    its own units of work and must not hold a connection meanwhile."""
-    async with transaction(request.app.state.pool, single=True) as db:
+    """The caller, read on a connection given back at once: for checkout, which runs
+    its own units of work on its own pool and must not hold a connection meanwhile."""
+    async with transaction(request.app.state.checkout_pool, single=True) as db:
         user = await identify(request, db, credentials, cookie)
     if user is None:
         raise Unauthorized("authentication required")
