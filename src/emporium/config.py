@@ -33,11 +33,11 @@ class Settings(BaseSettings):
     # Per server process. Connections beyond the pool are opened and closed per use,
     # which under steady load costs more than the work itself, so the pool is sized for
     # the load and the overflow only absorbs bursts.
-    db_pool_size: int = Field(default=20, ge=1)
+    db_pool_size: int = Field(default=16, ge=1)
     # Per server process, for checkout alone (a bulkhead): a rush on add to cart, whose
     # requests queue for one product's stock rows in a sell-out, cannot take every
     # connection from the buyers who are paying.
-    db_checkout_pool_size: int = Field(default=8, ge=1)
+    db_checkout_pool_size: int = Field(default=12, ge=1)
     # A ping costs three round trips per checkout from the pool; without it a connection
     # the server dropped fails one request (503) and is replaced.
     db_pool_pre_ping: bool = False

@@ -22,6 +22,7 @@ from emporium.cart import schemas
 from emporium.cart.repository import CartRepository
 from emporium.catalog.errors import ProductNotFound
 from emporium.catalog.repository import ProductRepository
+from emporium.inventory.gate import gate
 from emporium.inventory.reservations import (
     note_reserved,
     refuse,
@@ -167,23 +168,8 @@ async def add_item(
         correlation_id.get(),
         client_ip.get(),
     )
-    try:
-        result = await _add(db, args)
-    except asyncpg.RaiseError as exc:
-        if exc.message != "insufficient_stock" or exc.hint != "reclaimable":
-            raise _refusal(exc, product_id) from None
-        # Expired holds never block a buyer: release them and try once more, in one
-        # transaction, so that a refusal leaves even the expired holds as they were.
-        try:
-            async with db.atomic():
-                # The refusal rolled back the touch of this cart's own holds: give it
-                # again first, so that only other carts' lapsed holds are reclaimed.
-                await db.execute(_SLIDE, args[0], args[1], until)
-                if not await release_expired(db, product_id=product_id):
-                    raise exc
-                result = await _add(db, args)
-        except asyncpg.RaiseError as again:
-            raise _refusal(again, product_id) from None
+    async with gate.enter(product_id):
+        result = await _add_or_reclaim(db, args, until)
     written()
     note_reserved(product_id, result["reservations"], result["available"])
     lines = [
@@ -198,6 +184,27 @@ async def add_item(
         for line in result["lines"]
     ]
     return _view(lines), token if result["created"] else None
+
+
+async def _add_or_reclaim(db: Sql, args: tuple[Any, ...], until: datetime) -> dict[str, Any]:
+    product_id: int = args[3]
+    try:
+        return await _add(db, args)
+    except asyncpg.RaiseError as exc:
+        if exc.message != "insufficient_stock" or exc.hint != "reclaimable":
+            raise _refusal(exc, product_id) from None
+        # Expired holds never block a buyer: release them and try once more, in one
+        # transaction, so that a refusal leaves even the expired holds as they were.
+        try:
+            async with db.atomic():
+                # The refusal rolled back the touch of this cart's own holds: give it
+                # again first, so that only other carts' lapsed holds are reclaimed.
+                await db.execute(_SLIDE, args[0], args[1], until)
+                if not await release_expired(db, product_id=product_id):
+                    raise exc
+                return await _add(db, args)
+        except asyncpg.RaiseError as again:
+            raise _refusal(again, product_id) from None
 
 
 async def _add(db: Sql, args: tuple[Any, ...]) -> dict[str, Any]:

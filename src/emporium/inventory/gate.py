@@ -1,0 +1,49 @@
+"""A per-process queue in front of each product's stock rows.
+
+In a sell-out every buyer of one product needs the same stock rows. Queued in
+PostgreSQL, each waiter holds a connection and a backend, every hand-over of the row
+lock waits for the next backend to be scheduled, and the payments of orders already
+placed, which must update the same rows, queue behind all of them. Queued here,
+waiting costs a coroutine: only a few reservations per process reach the rows at once,
+and the payments get through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+# Reservations of one product that one process lets reach the database at once.
+IN_FLIGHT_PER_PRODUCT = 2
+
+
+class ProductGate:
+    def __init__(self, limit: int = IN_FLIGHT_PER_PRODUCT) -> None:
+        self.limit = limit
+        # product id -> (its semaphore, callers holding or awaiting it); an entry lives
+        # only while used, so idle products cost nothing.
+        self._gates: dict[int, tuple[asyncio.Semaphore, int]] = {}
+
+    @asynccontextmanager
+    async def enter(self, product_id: int) -> AsyncIterator[None]:
+        semaphore, users = self._gates.get(product_id, (None, 0))
+        if semaphore is None:
+            semaphore = asyncio.Semaphore(self.limit)
+        self._gates[product_id] = (semaphore, users + 1)
+        try:
+            async with semaphore:
+                yield
+        finally:
+            _, users = self._gates[product_id]
+            if users == 1:
+                del self._gates[product_id]
+            else:
+                self._gates[product_id] = (semaphore, users - 1)
+
+    def in_use(self) -> int:
+        """Products with a caller inside or waiting."""
+        return len(self._gates)
+
+
+gate = ProductGate()
