@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 from fastapi import FastAPI
 from httpx import AsyncClient
+from structlog.testing import capture_logs
 
 from emporium.kit.outbox import NOTIFY_CHANNEL, NOTIFY_INTERVAL, signal
 from emporium.kit.sql import to_libpq_url
@@ -95,4 +96,28 @@ async def test_a_refused_add_to_cart_sends_nothing(
         assert heard == []
         assert await app.state.dispatcher.pending() == 0
     finally:
+        await conn.close()
+
+
+async def test_no_wake_up_goes_out_after_the_pool_is_unbound(app: FastAPI) -> None:
+    # At shutdown a wake-up still pending at the end of its interval must not be sent
+    # through the pool being closed.
+    url = app.state.engine.url.render_as_string(hide_password=False)
+    pool = await asyncpg.create_pool(to_libpq_url(url), min_size=1, max_size=1)
+    assert pool is not None
+    conn, heard = await _listener(app)
+    try:
+        signal.bind(pool)
+        sent = signal.notifies
+        with capture_logs() as logs:
+            await signal.fire()
+            await asyncio.sleep(NOTIFY_INTERVAL / 5)
+            await signal.fire()  # pending: would go at the end of the interval
+            signal.unbind(pool)
+            await pool.close()
+            await asyncio.sleep(3 * NOTIFY_INTERVAL)
+        assert (heard, signal.notifies - sent) == ([NOTIFY_CHANNEL], 1)
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == []
+    finally:
+        signal.bind(app.state.pool)
         await conn.close()

@@ -77,7 +77,8 @@ class OutboxSignal:
         self._task = asyncio.create_task(self._notify(self._pool), name="outbox-notify")
 
     async def _notify(self, pool: asyncpg.Pool) -> None:
-        while True:
+        # Once the pool is unbound (shutdown), a last wake-up would find it closed.
+        while self._pool is pool:
             self._again = False
             try:
                 await pool.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
