@@ -31,6 +31,7 @@ from emporium.inventory.reservations import (
     release_expired,
     release_units,
     reserve,
+    seen_sold_out,
 )
 from emporium.kit.errors import InvalidInput, NotFound
 from emporium.kit.logging import client_ip, correlation_id
@@ -153,6 +154,7 @@ async def add_item(
 ) -> tuple[schemas.CartView, str | None]:
     """Add units to a line, reserving them; returns the cart and a new guest token if any."""
     db = await Sql.from_(unit)
+    hinted = seen_sold_out(product_id)
     await refuse_if_sold_out(db, product_id, quantity)
     until = _until(ttl)
     # A fresh token, never the one the client sent: a client cannot choose its cart key.
@@ -169,6 +171,8 @@ async def add_item(
         client_ip.get(),
     )
     async with gate.enter(product_id):
+        if not hinted:  # the product may have sold out while this buyer waited its turn
+            await refuse_if_sold_out(db, product_id, quantity)
         result = await _add_or_reclaim(db, args, until)
     written()
     note_reserved(product_id, result["reservations"], result["available"])
