@@ -34,6 +34,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from cpu_share import report, snapshot
 
 CARD = {"card_number": "4242424242424242", "exp": "12/30", "cvc": "123"}
 ADDRESS = {
@@ -178,6 +179,7 @@ async def spread(
     stats = Stats()
     async with session(url, clients, 60) as client:
         before = await statements(client)
+        cpu_before = snapshot()
         deadline = time.perf_counter() + seconds
         start = time.perf_counter()
 
@@ -188,6 +190,7 @@ async def spread(
 
         await asyncio.gather(*(worker(t) for t in tokens))
         elapsed = time.perf_counter() - start
+        cpu_after = snapshot()
         spent = await statements(client) - before
     print(f"spread: {clients} clients, {products} products, {elapsed:.1f}s")
     print(
@@ -198,6 +201,7 @@ async def spread(
     )
     if stats.orders:
         print(f"  SQL statements per order (add to cart + checkout): {spent / stats.orders:.1f}")
+    print(report(cpu_before, cpu_after, stats.orders, "order"))
     return stats.orders / elapsed
 
 
@@ -230,6 +234,7 @@ async def flash(
     gate = asyncio.Semaphore(concurrency)
     async with session(url, concurrency, 120) as client:
         before = await statements(client)
+        cpu_before = snapshot()
         start = time.perf_counter()
 
         async def one(token: str) -> None:
@@ -238,10 +243,12 @@ async def flash(
 
         await asyncio.gather(*(one(t) for t in tokens))
         elapsed = time.perf_counter() - start
+        cpu_after = snapshot()
         spent = await statements(client) - before
     row = await conn.fetchrow(
         "SELECT sum(quantity) AS q, sum(reserved) AS r FROM stock WHERE product_id = $1", pid
     )
+    assert row is not None  # an aggregate always returns its row
     sold = await conn.fetchval(
         "SELECT coalesce(sum(quantity), 0) FROM order_allocations WHERE product_id = $1 AND state = 'committed'",
         pid,
@@ -271,6 +278,7 @@ async def flash(
     )
     attempts = len(stats.cart_latencies)
     print(f"  SQL statements per buyer (add to cart [+ checkout]): {spent / max(attempts, 1):.1f}")
+    print(report(cpu_before, cpu_after, attempts, "buyer"))
 
 
 async def main() -> None:

@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 import warnings
 from collections import Counter
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import cpu_share
 import httpx
 
 HERE = Path(__file__).resolve().parent
@@ -337,7 +339,11 @@ def pgbench_binary() -> str:
     )
 
 
-def run_pgbench(uri: str, ids: list[int], clients: int, seconds: int, jobs: int, mode: str) -> str:
+def run_pgbench(
+    uri: str, ids: list[int], clients: int, seconds: int, jobs: int, mode: str
+) -> tuple[str, str]:
+    """pgbench's output, and the CPU split over the middle of its run (its connections
+    close at the end, and their backends' time with them)."""
     cmd = [
         pgbench_binary(),
         "-n",
@@ -360,12 +366,20 @@ def run_pgbench(uri: str, ids: list[int], clients: int, seconds: int, jobs: int,
         uri,
     ]
     print("$ " + " ".join(cmd[:-1]) + " '" + uri + "'", flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    sys.stdout.write(proc.stdout)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        margin = min(1.0, seconds / 4)
+        time.sleep(margin)
+        before = cpu_share.snapshot()
+        time.sleep(seconds - 2 * margin)
+        after = cpu_share.snapshot()
+        stdout, stderr = proc.communicate()
+    sys.stdout.write(stdout)
     if proc.returncode != 0:
-        sys.stdout.write(proc.stderr[-4000:])
+        sys.stdout.write(stderr[-4000:])
         raise SystemExit(f"pgbench failed ({proc.returncode})")
-    return proc.stdout
+    m = re.search(r"^tps = ([\d.]+)", stdout, re.M)
+    checkouts = round(float(m.group(1)) * (seconds - 2 * margin)) if m else 0
+    return stdout, cpu_share.report(before, after, checkouts, "checkout")
 
 
 async def amain(args: argparse.Namespace) -> None:
@@ -402,7 +416,7 @@ async def amain(args: argparse.Namespace) -> None:
         f"prepared {args.clients} bench users (one per pgbench client) and {len(ids)} bench products "
         f"{ids[0]}..{ids[-1]} with {STOCK} units each"
     )
-    text = run_pgbench(uri, ids, args.clients, args.seconds, args.jobs, args.protocol)
+    text, split = run_pgbench(uri, ids, args.clients, args.seconds, args.jobs, args.protocol)
     conn = await asyncpg.connect(uri)
     try:
         made = await conn.fetchval("SELECT count(*) FROM orders") - orders_before
@@ -424,6 +438,7 @@ async def amain(args: argparse.Namespace) -> None:
         f"; {total * tps:.0f} SQL statements/s"
     )
     print(f"  orders created: {made}; stock rows breaking invariants: {bad}")
+    print(split)
 
 
 def main() -> None:
