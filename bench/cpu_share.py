@@ -60,16 +60,19 @@ def snapshot() -> Snapshot | None:
         fields = stat[stat.rindex(")") + 2 :].split()
         seconds = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
         cpu[entry.name] = (_group(entry.name, comm, fields[1], me), seconds)
-    values = [int(v) for v in (PROC / "stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]
-    steal = values[7] if len(values) > 7 else 0
+    # user nice system idle iowait irq softirq steal; guest time is already in user.
+    values = [int(v) for v in (PROC / "stat").read_text().split("\n", 1)[0].split()[1:9]]
+    values += [0] * (8 - len(values))
+    idle, steal = values[3] + values[4], values[7]
     return Snapshot(cpu, (sum(values) - idle - steal) / tick, steal / tick)
 
 
 def report(before: Snapshot | None, after: Snapshot | None, per: int, unit: str) -> str:
     """CPU milliseconds per ``unit`` by group, and the machine's steal as a share of its time."""
-    if before is None or after is None or per <= 0:
+    if before is None or after is None:
         return "  CPU split: not available on this system"
+    if per <= 0:
+        return f"  CPU split: no {unit} to divide by"
     used: dict[str, float] = dict.fromkeys(GROUPS, 0.0)
     # Per process: one that started during the run counts whole, one that ended is lost.
     for pid, (group, seconds) in after.cpu.items():
