@@ -51,6 +51,8 @@ class Settings(BaseSettings):
 
     product_cache_ttl_seconds: int = Field(default=60, ge=0)
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
+    # How long a woken outbox dispatcher waits to gather more events into its batch.
+    outbox_linger_seconds: float = Field(default=0.05, ge=0, le=5)
     # How long an untouched cart keeps its stock reservations.
     reservation_ttl_seconds: int = Field(default=1800, ge=1)
     search_breaker_fail_max: int = Field(default=3, ge=1)

@@ -137,7 +137,11 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
     indexer = SearchIndexer(index, maker, cache)
     listen_dsn = to_libpq_url(url)
     dispatcher = OutboxDispatcher(
-        maker, [indexer.handle], listen_dsn=listen_dsn, poll_seconds=settings.outbox_poll_seconds
+        maker,
+        [indexer.handle],
+        listen_dsn=listen_dsn,
+        poll_seconds=settings.outbox_poll_seconds,
+        linger_seconds=settings.outbox_linger_seconds,
     )
     app.state.engine = engine
     app.state.sessionmaker = maker

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,3 +58,31 @@ async def test_rolled_back_write_leaves_no_event(
     assert r.status_code == 404
     async with maker() as s:
         assert await s.scalar(select(func.count()).select_from(OutboxEvent)) == 0
+
+
+async def test_a_woken_dispatcher_lingers_and_delivers_one_batch(
+    client: AsyncClient, catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
+) -> None:
+    pid = catalog["product"]["sony"]
+    batches: list[list[str]] = []
+
+    async def record(events: Sequence[OutboxEvent]) -> None:
+        batches.append([e.topic for e in events])
+
+    dispatcher = OutboxDispatcher(maker, [record], linger_seconds=0.5)
+    dispatcher.start()
+    try:
+        await asyncio.sleep(0.1)  # its first, empty drain
+        for price in ("301.00", "302.00", "303.00"):
+            r = await client.patch(
+                f"/api/v1/products/{pid}", json={"price": price}, headers=auth("acme")
+            )
+            assert r.status_code == 200
+        # The first commit woke it; the next two came within its linger.
+        for _ in range(40):
+            if await dispatcher.pending() == 0:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await dispatcher.stop()
+    assert batches == [["product.updated"] * 3]
