@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Annotated, NewType
@@ -11,7 +11,8 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from asyncpg.transaction import Transaction
 from fastapi import Depends, Request
-from sqlalchemy import event, text
+from sqlalchemy import BigInteger, ColumnElement, SQLColumnExpression, any_, bindparam, event, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -34,6 +35,15 @@ AsyncReadSession = NewType("AsyncReadSession", AsyncSession)
 
 AfterCommit = Callable[[], Awaitable[None]]
 _after_commit: ContextVar[list[AfterCommit] | None] = ContextVar("after_commit", default=None)
+
+
+def id_in(column: SQLColumnExpression[int], ids: Iterable[int]) -> ColumnElement[bool]:
+    """``column = ANY(:ids)`` with the ids as one array parameter.
+
+    ``column.in_(ids)`` renders one parameter per id, so each list length is a new
+    statement to compile in SQLAlchemy and to prepare in PostgreSQL.
+    """
+    return column == any_(bindparam(None, list(ids), type_=ARRAY(BigInteger)))
 
 
 def resolve_database_url(settings: Settings) -> str:

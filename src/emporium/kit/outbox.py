@@ -28,7 +28,7 @@ import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from emporium.kit.db import after_commit
+from emporium.kit.db import after_commit, id_in
 from emporium.kit.metrics import OUTBOX_DISPATCHED, OUTBOX_LAG
 from emporium.models import OutboxEvent
 
@@ -164,8 +164,10 @@ class OutboxDispatcher:
                 await handler(events)
             await session.execute(
                 update(OutboxEvent)
-                .where(OutboxEvent.id.in_([e.id for e in events]))
+                .where(id_in(OutboxEvent.id, (e.id for e in events)))
                 .values(processed_at=func.now())
+                # The batch's objects are not used after this: nothing to synchronise.
+                .execution_options(synchronize_session=False)
             )
         for event in events:
             OUTBOX_DISPATCHED.labels(event.topic).inc()

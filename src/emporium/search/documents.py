@@ -8,6 +8,7 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from emporium.kit.db import id_in
 from emporium.models import Category, Product, Stock
 from emporium.search.engine import SearchDoc
 
@@ -20,12 +21,13 @@ def price_to_cents(price: Decimal) -> int:
     return int((price * 100).to_integral_value())
 
 
-async def _available(session: AsyncSession, ids: Sequence[int]) -> dict[int, int]:
+async def available_units(session: AsyncSession, ids: Sequence[int]) -> dict[int, int]:
+    """Free units (on hand less reserved) of each of these products that has stock rows."""
     if not ids:
         return {}
     rows = await session.execute(
         select(Stock.product_id, func.sum(Stock.quantity - Stock.reserved))
-        .where(Stock.product_id.in_(ids))
+        .where(id_in(Stock.product_id, ids))
         .group_by(Stock.product_id)
     )
     return {pid: int(n or 0) for pid, n in rows.all()}
@@ -56,11 +58,11 @@ async def load_docs(session: AsyncSession, ids: Iterable[int]) -> dict[int, Sear
         await session.execute(
             select(Product, Category.path)
             .join(Category, Category.id == Product.category_id)
-            .where(Product.id.in_(wanted), Product.is_active)
+            .where(id_in(Product.id, wanted), Product.is_active)
         )
     ).all()
     products = list(rows)
-    available = await _available(session, [p.id for p, _ in products])
+    available = await available_units(session, [p.id for p, _ in products])
     return {p.id: _doc(p, path, available.get(p.id, 0)) for p, path in products}
 
 
@@ -82,7 +84,7 @@ async def iter_all_docs(
         )
         if not rows:
             return
-        available = await _available(session, [p.id for p, _ in rows])
+        available = await available_units(session, [p.id for p, _ in rows])
         yield [_doc(p, path, available.get(p.id, 0)) for p, path in rows]
         last_id = rows[-1][0].id
         session.expunge_all()

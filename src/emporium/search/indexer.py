@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.kit.cache import Cache
 from emporium.models import OutboxEvent
-from emporium.search.documents import count_active, iter_all_docs, load_docs
+from emporium.search.documents import available_units, count_active, iter_all_docs, load_docs
 from emporium.search.engine import SearchDoc, SearchIndex
 
 log = structlog.get_logger(__name__)
@@ -53,21 +53,25 @@ class SearchIndexer:
         self.maker = maker
         self.cache = cache
         self._generation: str | None = None
-        # The documents this process last wrote. Most stock events (a reservation, a
-        # sale) leave a product's document as it was, and rewriting it would cost an
-        # index commit per batch.
+        # The documents this process knows the index holds: those it wrote or checked.
+        # Most stock events (a reservation, a sale) leave a product's document as it
+        # was, and rewriting it would cost an index commit per batch.
         self._written: OrderedDict[int, SearchDoc] = OrderedDict()
         self._watermark_at = 0.0
 
-    async def _changed(self, docs: dict[int, SearchDoc], stock_only: set[int]) -> list[SearchDoc]:
+    async def _changed(
+        self, docs: dict[int, SearchDoc], stock_only: set[int]
+    ) -> tuple[list[SearchDoc], list[SearchDoc]]:
+        """The documents to write, and those found to be in the index as they are."""
         changed = [d for i, d in docs.items() if self._written.get(i) != d]
         # A stock event can only flip a document's in-stock flag: when the index already
         # has the right one, there is nothing to write.
         unsure = [d.id for d in changed if d.id in stock_only and d.id not in self._written]
         if not unsure:
-            return changed
+            return changed, []
         indexed = await asyncio.to_thread(self.index.in_stock, unsure)
-        return [d for d in changed if indexed.get(d.id, not d.in_stock) != d.in_stock]
+        same = {i for i in unsure if i in indexed and indexed[i] == docs[i].in_stock}
+        return [d for d in changed if d.id not in same], [docs[i] for i in same]
 
     def _remember(self, docs: Sequence[SearchDoc], gone: Sequence[int]) -> None:
         for doc in docs:
@@ -83,15 +87,21 @@ class SearchIndexer:
         whose only changes were to stock."""
         if not ids:
             return
+        # A stock event can only flip a document's in-stock flag. For a product whose
+        # document this process knows, its free units say whether that happened; only
+        # then is the whole document loaded.
+        known = sorted(i for i in stock_only or () if i in self._written)
         async with self.maker() as session:
-            docs = await load_docs(session, ids)
-        gone = sorted(ids - docs.keys())
-        changed = await self._changed(docs, stock_only or set())
+            free = await available_units(session, known) if known else {}
+            settled = {i for i in known if self._written[i].in_stock == (free.get(i, 0) > 0)}
+            docs = await load_docs(session, ids - settled)
+        gone = sorted(ids - settled - docs.keys())
+        changed, verified = await self._changed(docs, stock_only or set())
         if changed:
             await asyncio.to_thread(self.index.upsert, changed)
         if gone:
             await asyncio.to_thread(self.index.delete, gone)
-        self._remember(changed, gone)
+        self._remember([*changed, *verified], gone)
         if self.cache is not None:
             await self.cache.delete(*(f"product:{i}" for i in ids))
 
