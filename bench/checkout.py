@@ -157,9 +157,8 @@ def pgbench_rate(seconds: float) -> float:
     return float(m.group(1))
 
 
-async def spread(
-    url: str, conn: asyncpg.Connection, clients: int, products: int, seconds: float
-) -> float:
+async def stock_up(conn: asyncpg.Connection, products: int) -> list[int]:
+    """The first ``products`` active products, each with a million free units."""
     ids = [
         r["id"]
         for r in await conn.fetch(
@@ -175,6 +174,13 @@ async def spread(
         ids,
         wh,
     )
+    return ids
+
+
+async def spread(
+    url: str, conn: asyncpg.Connection, clients: int, products: int, seconds: float
+) -> float:
+    ids = await stock_up(conn, products)
     tokens = await make_users(conn, clients, "spread")
     stats = Stats()
     async with session(url, clients, 60) as client:
