@@ -30,7 +30,7 @@ PRODUCT_TOPICS = ("product.created", "product.updated", "product.deleted", "stoc
 # Transactions that were still open when a rebuild took its snapshot commit later with
 # lower event ids; replaying a recent window as well catches them.
 REPLAY_WINDOW = timedelta(minutes=1)
-WRITTEN_CAPACITY = 100_000
+KNOWN_CAPACITY = 100_000
 WATERMARK_INTERVAL = 1.0
 
 
@@ -56,17 +56,17 @@ class SearchIndexer:
         # The documents this process knows the index holds: those it wrote or checked.
         # Most stock events (a reservation, a sale) leave a product's document as it
         # was, and rewriting it would cost an index commit per batch.
-        self._written: OrderedDict[int, SearchDoc] = OrderedDict()
+        self._known: OrderedDict[int, SearchDoc] = OrderedDict()
         self._watermark_at = 0.0
 
     async def _changed(
         self, docs: dict[int, SearchDoc], stock_only: set[int]
     ) -> tuple[list[SearchDoc], list[SearchDoc]]:
         """The documents to write, and those found to be in the index as they are."""
-        changed = [d for i, d in docs.items() if self._written.get(i) != d]
+        changed = [d for i, d in docs.items() if self._known.get(i) != d]
         # A stock event can only flip a document's in-stock flag: when the index already
         # has the right one, there is nothing to write.
-        unsure = [d.id for d in changed if d.id in stock_only and d.id not in self._written]
+        unsure = [d.id for d in changed if d.id in stock_only and d.id not in self._known]
         if not unsure:
             return changed, []
         indexed = await asyncio.to_thread(self.index.in_stock, unsure)
@@ -75,12 +75,12 @@ class SearchIndexer:
 
     def _remember(self, docs: Sequence[SearchDoc], gone: Sequence[int]) -> None:
         for doc in docs:
-            self._written[doc.id] = doc
-            self._written.move_to_end(doc.id)
+            self._known[doc.id] = doc
+            self._known.move_to_end(doc.id)
         for i in gone:
-            self._written.pop(i, None)
-        while len(self._written) > WRITTEN_CAPACITY:
-            self._written.popitem(last=False)
+            self._known.pop(i, None)
+        while len(self._known) > KNOWN_CAPACITY:
+            self._known.popitem(last=False)
 
     async def apply(self, ids: set[int], stock_only: set[int] | None = None) -> None:
         """Bring these products' documents up to date; ``stock_only``: of them, those
@@ -90,10 +90,10 @@ class SearchIndexer:
         # A stock event can only flip a document's in-stock flag. For a product whose
         # document this process knows, its free units say whether that happened; only
         # then is the whole document loaded.
-        known = sorted(i for i in stock_only or () if i in self._written)
+        known = sorted(i for i in stock_only or () if i in self._known)
         async with self.maker() as session:
             free = await available_units(session, known) if known else {}
-            settled = {i for i in known if self._written[i].in_stock == (free.get(i, 0) > 0)}
+            settled = {i for i in known if self._known[i].in_stock == (free.get(i, 0) > 0)}
             docs = await load_docs(session, ids - settled)
         gone = sorted(ids - settled - docs.keys())
         changed, verified = await self._changed(docs, stock_only or set())
@@ -128,7 +128,7 @@ class SearchIndexer:
         generation = await asyncio.to_thread(self.index.generation)
         if generation == self._generation:
             return
-        self._written.clear()  # a new generation holds the rebuild's documents
+        self._known.clear()  # a new generation holds the rebuild's documents
         first = self._generation is None
         self._generation = generation
         watermark = self.index.watermark()
