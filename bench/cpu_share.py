@@ -67,18 +67,24 @@ def snapshot() -> Snapshot | None:
     return Snapshot(cpu, (sum(values) - idle - steal) / tick, steal / tick)
 
 
+def used(before: Snapshot, after: Snapshot) -> dict[str, float]:
+    """CPU seconds per group between two snapshots."""
+    spent: dict[str, float] = dict.fromkeys(GROUPS, 0.0)
+    # Per process: one that started during the run counts whole, one that ended is lost.
+    for pid, (group, seconds) in after.cpu.items():
+        spent[group] += seconds - before.cpu.get(pid, (group, 0.0))[1]
+    return spent
+
+
 def report(before: Snapshot | None, after: Snapshot | None, per: int, unit: str) -> str:
     """CPU milliseconds per ``unit`` by group, and the machine's steal as a share of its time."""
     if before is None or after is None:
         return "  CPU split: not available on this system"
     if per <= 0:
         return f"  CPU split: no {unit} to divide by"
-    used: dict[str, float] = dict.fromkeys(GROUPS, 0.0)
-    # Per process: one that started during the run counts whole, one that ended is lost.
-    for pid, (group, seconds) in after.cpu.items():
-        used[group] += seconds - before.cpu.get(pid, (group, 0.0))[1]
+    spent = used(before, after)
     busy = after.busy - before.busy
     steal = after.steal - before.steal
-    parts = ", ".join(f"{g} {1000 * used[g] / per:.1f} ms" for g in GROUPS)
+    parts = ", ".join(f"{g} {1000 * spent[g] / per:.1f} ms" for g in GROUPS)
     share = 100 * steal / (busy + steal) if busy + steal > 0 else 0.0
     return f"  CPU per {unit}: {parts}; steal {share:.0f} % of the busy time"

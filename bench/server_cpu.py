@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import cProfile
 import json
-import os
 import pstats
 import random
 import re
@@ -31,7 +30,7 @@ from collections import Counter
 from typing import Any
 
 import asyncpg
-from cpu_share import snapshot
+from cpu_share import snapshot, used
 
 from checkout import ADDRESS, CARD, dsn, make_users, stock_up
 from emporium.config import get_settings
@@ -114,14 +113,6 @@ def packages(profile: cProfile.Profile, top: int) -> list[str]:
     return [f"  {100 * t / total:5.1f} % {name}" for name, t in own.most_common(top)]
 
 
-def split(before: Any, after: Any, pids: set[str]) -> dict[str, float]:
-    used: Counter[str] = Counter()
-    for pid, (group, seconds) in after.cpu.items():
-        if pid not in pids:
-            used[group] += seconds - before.cpu.get(pid, (group, 0.0))[1]
-    return dict(used)
-
-
 async def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--orders", type=int, default=1500)
@@ -157,10 +148,8 @@ async def main() -> None:
         return
     line = f"  app (this process) {1000 * cpu / placed:.2f} ms per order"
     if before is not None and after is not None:
-        others = split(before, after, {str(os.getpid())})
-        line += "".join(
-            f", {g} {1000 * others.get(g, 0.0) / placed:.2f} ms" for g in ("postgres", "valkey")
-        )
+        spent = used(before, after)
+        line += "".join(f", {g} {1000 * spent[g] / placed:.2f} ms" for g in ("postgres", "valkey"))
     print(line + (" (under the profiler)" if profile else ""))
     if profile is not None:
         print("\n".join(packages(profile, 20)))
