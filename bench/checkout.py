@@ -32,9 +32,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import asyncpg
 from cpu_share import report, snapshot
+from http_client import Client
 
 CARD = {"card_number": "4242424242424242", "exp": "12/30", "cvc": "123"}
 ADDRESS = {
@@ -78,9 +78,8 @@ def pct(values: list[float]) -> str:
     return f"p50={q[49]:.1f}ms p99={q[98]:.1f}ms"
 
 
-async def statements(client: aiohttp.ClientSession) -> float:
-    async with client.get("/metrics") as r:
-        text = await r.text()
+async def statements(client: Client) -> float:
+    text = await client.get_text("/metrics")
     m = re.search(r"^emporium_db_statements_total (\S+)$", text, re.M)
     return float(m.group(1)) if m else 0.0
 
@@ -101,19 +100,11 @@ async def make_users(conn: asyncpg.Connection, n: int, tag: str) -> list[str]:
     return tokens
 
 
-async def post(
-    client: aiohttp.ClientSession, path: str, body: dict[str, Any], headers: dict[str, str]
-) -> int:
-    async with client.post(path, json=body, headers=headers) as r:
-        await r.read()
-        return r.status
-
-
-async def buy(client: aiohttp.ClientSession, token: str, product_id: int, stats: Stats) -> bool:
+async def buy(client: Client, token: str, product_id: int, stats: Stats) -> bool:
     headers = {"Authorization": f"Bearer {token}"}
     t = time.perf_counter()
-    status = await post(
-        client, "/api/v1/cart/items", {"product_id": product_id, "quantity": 1}, headers
+    status = await client.post(
+        "/api/v1/cart/items", {"product_id": product_id, "quantity": 1}, headers
     )
     stats.cart_latencies.append((time.perf_counter() - t) * 1000)
     if status == 409:
@@ -123,8 +114,7 @@ async def buy(client: aiohttp.ClientSession, token: str, product_id: int, stats:
         stats.errors[status] = stats.errors.get(status, 0) + 1
         return False
     t = time.perf_counter()
-    status = await post(
-        client,
+    status = await client.post(
         "/api/v1/checkout",
         {"shipping_address": ADDRESS, "payment": CARD},
         {**headers, "Idempotency-Key": uuid.uuid4().hex},
@@ -138,12 +128,8 @@ async def buy(client: aiohttp.ClientSession, token: str, product_id: int, stats:
     return False
 
 
-def session(url: str, connections: int, timeout: float) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        base_url=url,
-        connector=aiohttp.TCPConnector(limit=connections),
-        timeout=aiohttp.ClientTimeout(total=timeout),
-    )
+def session(url: str, connections: int, timeout: float) -> Client:
+    return Client(url, connections, timeout)
 
 
 def pgbench_rate(seconds: float) -> float:
@@ -314,4 +300,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    import uvloop  # the event loop the server runs on, lighter than asyncio's own
+
+    uvloop.run(main())
