@@ -9,11 +9,8 @@ EMPORIUM_DATA_DIR), then drives the public API: add to cart, then checkout. It p
 orders/s, latency percentiles, SQL statements per checkout (from the server's
 emporium_db_statements_total) and oversold units, which must be 0.
 
-    .venv/bin/python bench/checkout.py --mode spread --vs-pgbench
-
-runs bench/pgbench_checkout.py right after the HTTP run, for as long, against the same
-database, and prints the HTTP rate as a share of pgbench's: the machine's speed can drift
-between runs minutes apart, so the two are only compared back to back.
+bench/vs_pgbench.py starts and stops the server itself to put the spread rate beside
+pgbench's replay of the same SQL, back to back.
 """
 
 from __future__ import annotations
@@ -164,7 +161,13 @@ async def stock_up(conn: asyncpg.Connection, products: int) -> list[int]:
 
 
 async def spread(
-    url: str, conn: asyncpg.Connection, clients: int, products: int, seconds: float
+    url: str,
+    conn: asyncpg.Connection,
+    clients: int,
+    products: int,
+    seconds: float,
+    *,
+    quiet: bool = False,
 ) -> float:
     ids = await stock_up(conn, products)
     tokens = await make_users(conn, clients, "spread")
@@ -184,6 +187,8 @@ async def spread(
         elapsed = time.perf_counter() - start
         cpu_after = snapshot()
         spent = await statements(client) - before
+    if quiet:
+        return stats.orders / elapsed
     print(f"spread: {clients} clients, {products} products, {elapsed:.1f}s")
     print(
         f"  orders: {stats.orders} ({stats.orders / elapsed:.1f} orders/s), errors: {stats.errors}"
@@ -283,16 +288,11 @@ async def main() -> None:
     p.add_argument("--buyers", type=int, default=1000)
     p.add_argument("--units", type=int, default=100)
     p.add_argument("--concurrency", type=int, default=200)
-    p.add_argument("--vs-pgbench", action="store_true", help="spread: then pgbench, and the ratio")
     args = p.parse_args()
     conn: Any = await asyncpg.connect(dsn())
     try:
         if args.mode == "spread":
-            rate = await spread(args.url, conn, args.clients, args.products, args.seconds)
-            if args.vs_pgbench:
-                limit = pgbench_rate(args.seconds)
-                print(f"  pgbench, same SQL, right after: {limit:.1f} checkouts/s")
-                print(f"  HTTP reaches {100 * rate / limit:.0f} % of the database's limit")
+            await spread(args.url, conn, args.clients, args.products, args.seconds)
         else:
             await flash(args.url, conn, args.buyers, args.units, args.concurrency)
     finally:
