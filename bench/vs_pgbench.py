@@ -8,6 +8,7 @@ spread benchmark of bench/checkout.py, stops the server, and replays the same SQ
 pgbench (bench/pgbench_checkout.py --run) for as long. It prints both rates and the
 HTTP rate as a share of pgbench's.
 
+Stop any other server on that database first: its work would count against both.
 The server is stopped before pgbench runs: its background jobs would otherwise consume
 pgbench's outbox events during the replay, and their work would count against the
 database's limit (12-15 % of pgbench's rate when measured). The machine's speed can
