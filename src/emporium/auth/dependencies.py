@@ -73,7 +73,7 @@ async def identify(
             user = await user_by_id(db, user_id)
     elif credentials is not None:
         # Only a header may carry an API token; the cookie is for sessions alone.
-        user = await user_for_token(db, token)
+        user = await user_for_token(db, token, request.app.state.api_tokens)
     if user is None:
         raise Unauthorized("invalid or expired token")
     return user

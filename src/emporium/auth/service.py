@@ -2,6 +2,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cachetools import TTLCache
 
 from emporium.kit.sql import Sql
 from emporium.models import User
@@ -17,19 +22,58 @@ def new_token() -> str:
 
 # Every authenticated request reads its user: one plain statement, no ORM round.
 _COLUMNS = ", ".join(User.__table__.columns.keys())
+API_TOKEN_CACHE_SIZE = 10_000
 
 
-async def _user_where(db: Sql, condition: str, value: object) -> User | None:
+class ApiTokenCache:
+    """The users of API tokens seen in the last few seconds, by token hash.
+
+    An API client sends its token with every request, and reading the user each time
+    is a database round trip per request. Rows are kept, not User objects, so every
+    request gets an instance of its own. Unknown tokens are not kept: a token created a
+    moment ago works at once. A token removed or moved to another user in the database
+    keeps its old user for at most ``seconds`` in each server process; the API itself
+    changes neither.
+    """
+
+    def __init__(
+        self,
+        seconds: float,
+        size: int = API_TOKEN_CACHE_SIZE,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._rows: TTLCache[str, dict[str, Any]] | None = (
+            TTLCache(size, seconds, timer=timer) if seconds > 0 else None
+        )
+
+    def get(self, digest: str) -> dict[str, Any] | None:
+        return None if self._rows is None else self._rows.get(digest)
+
+    def put(self, digest: str, row: dict[str, Any]) -> None:
+        if self._rows is not None:
+            self._rows[digest] = row
+
+
+async def _row_where(db: Sql, condition: str, value: object) -> dict[str, Any] | None:
     row = await db.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE {condition}", value)
-    return None if row is None else User(**dict(row))
+    return None if row is None else dict(row)
 
 
 async def user_by_id(db: Sql, user_id: int) -> User | None:
     """The user, detached from any session (read-only use)."""
-    return await _user_where(db, "id = $1", user_id)
+    row = await _row_where(db, "id = $1", user_id)
+    return None if row is None else User(**row)
 
 
-async def user_for_token(db: Sql, token: str) -> User | None:
+async def user_for_token(db: Sql, token: str, cache: ApiTokenCache | None = None) -> User | None:
     if not token or len(token) > 512:
         return None
-    return await _user_where(db, "api_token_hash = $1", hash_token(token))
+    digest = hash_token(token)
+    row = cache.get(digest) if cache is not None else None
+    if row is None:
+        row = await _row_where(db, "api_token_hash = $1", digest)
+        if row is None:
+            return None
+        if cache is not None:
+            cache.put(digest, row)
+    return User(**row)
