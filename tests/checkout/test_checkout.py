@@ -204,6 +204,44 @@ async def test_checkout_stays_within_its_statement_budget(
     assert read.json() == r.json()
 
 
+async def test_a_returning_api_client_checks_out_without_a_lookup_connection(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    from emporium.kit.metrics import DB_STATEMENTS
+
+    taken: list[int] = []
+
+    class CountingPool:
+        """The checkout pool, counting the connections taken from it."""
+
+        def __init__(self, pool: Any) -> None:
+            self.pool = pool
+
+        def acquire(self, *args: Any, **kwargs: Any) -> Any:
+            taken.append(1)
+            return self.pool.acquire(*args, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.pool, name)
+
+    counting = CountingPool(app.state.checkout_pool)
+    app.state.checkout_pool = app.state.checkout.pool = counting
+    spent = []
+    for n in range(2):
+        await fill_cart(maker, catalog["user"]["customer"], {catalog["product"]["sony"]: 1})
+        taken.clear()
+        before = DB_STATEMENTS._value.get()
+        r = await client.post(f"{API}/checkout", json=body(), headers=key(f"warm-{n}"))
+        assert r.status_code == 201
+        spent.append((DB_STATEMENTS._value.get() - before, len(taken)))
+    # The first checkout reads the caller on a connection of its own; the second finds
+    # the caller cached and takes connections only to place the order and to pay.
+    assert spent == [(3, 3), (2, 2)]
+
+
 async def test_checkout_has_connections_of_its_own(
     app: FastAPI,
     client: AsyncClient,

@@ -14,7 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from emporium.accounts.sessions import SESSION_COOKIE, is_session_token, session_store
-from emporium.auth.service import user_by_id, user_for_token
+from emporium.auth.service import cached_token_user, user_by_id, user_for_token
 from emporium.kit.db import ReadSessionDep, TxDep, transaction
 from emporium.kit.errors import Forbidden, Unauthorized
 from emporium.kit.sql import Sql
@@ -49,6 +49,11 @@ async def get_optional_tx_user(
 async def get_standalone_user(request: Request, credentials: Bearer, cookie: SessionCookie) -> User:
     """The caller, read on a connection given back at once: for checkout, which runs
     its own units of work on its own pool and must not hold a connection meanwhile."""
+    if credentials is not None and not is_session_token(credentials.credentials):
+        # A returning API client's user is cached: no connection to take at all.
+        cached = cached_token_user(credentials.credentials, request.app.state.api_tokens)
+        if cached is not None:
+            return cached
     async with transaction(request.app.state.checkout_pool, single=True) as db:
         user = await identify(request, db, credentials, cookie)
     if user is None:

@@ -65,6 +65,14 @@ async def user_by_id(db: Sql, user_id: int) -> User | None:
     return None if row is None else User(**row)
 
 
+def cached_token_user(token: str, cache: ApiTokenCache) -> User | None:
+    """The token's user if the cache holds it; None says only "not cached"."""
+    if not token or len(token) > 512:
+        return None
+    row = cache.get(hash_token(token))
+    return None if row is None else User(**row)
+
+
 async def user_for_token(db: Sql, token: str, cache: ApiTokenCache | None = None) -> User | None:
     if not token or len(token) > 512:
         return None
