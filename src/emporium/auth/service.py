@@ -20,9 +20,10 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-# Every authenticated request reads its user: one plain statement, no ORM round.
+# A user is read with one plain statement, no ORM round.
 _COLUMNS = ", ".join(User.__table__.columns.keys())
 API_TOKEN_CACHE_SIZE = 10_000
+MAX_TOKEN_LENGTH = 512
 
 
 class ApiTokenCache:
@@ -67,14 +68,14 @@ async def user_by_id(db: Sql, user_id: int) -> User | None:
 
 def cached_token_user(token: str, cache: ApiTokenCache) -> User | None:
     """The token's user if the cache holds it; None says only "not cached"."""
-    if not token or len(token) > 512:
+    if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
     row = cache.get(hash_token(token))
     return None if row is None else User(**row)
 
 
 async def user_for_token(db: Sql, token: str, cache: ApiTokenCache | None = None) -> User | None:
-    if not token or len(token) > 512:
+    if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
     digest = hash_token(token)
     row = cache.get(digest) if cache is not None else None
