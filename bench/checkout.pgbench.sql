@@ -19,7 +19,7 @@
 \set k random(1, 999999999999)
 
 -- The caller: the server reads an API token's user once and keeps it for
--- EMPORIUM_API_TOKEN_CACHE_SECONDS (auth/service.py ApiTokenCache), so a client placing
+-- EMPORIUM_USER_CACHE_SECONDS (auth/service.py UserCache), so a client placing
 -- order after order costs no lookup; here, each pgbench client looks its user up in its
 -- first transaction only. The capture is taken with the cache warm, so this lookup
 -- carries no [tag].

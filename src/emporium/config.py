@@ -53,9 +53,9 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
     # How long a woken outbox dispatcher waits to gather more events into its batch.
     outbox_linger_seconds: float = Field(default=0.05, ge=0, le=5)
-    # How long a server process keeps the user of an API token it has read (0: not at
-    # all); a token removed in the database works that long in each process.
-    api_token_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    # How long a server process keeps a caller's user row it has read (0: not at all);
+    # a token or user removed in the database works that long in each process.
+    user_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     # How long an untouched cart keeps its stock reservations.
     reservation_ttl_seconds: int = Field(default=1800, ge=1)
     search_breaker_fail_max: int = Field(default=3, ge=1)

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from emporium import __version__
 from emporium.accounts.endpoints import router as accounts_router
-from emporium.auth.service import ApiTokenCache
+from emporium.auth.service import UserCache
 from emporium.cart.endpoints import install as install_cart
 from emporium.cart.endpoints import router as cart_router
 from emporium.cart.tasks import ReservationReaper
@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     )
     app.state.settings = settings
     app.state.background = background
-    app.state.api_tokens = ApiTokenCache(settings.api_token_cache_seconds)
+    app.state.user_cache = UserCache(settings.user_cache_seconds)
     install_error_handlers(app)
     app.add_middleware(PrometheusMiddleware)
     app.add_middleware(CorrelationIdMiddleware)

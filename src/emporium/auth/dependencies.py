@@ -51,7 +51,7 @@ async def get_standalone_user(request: Request, credentials: Bearer, cookie: Ses
     its own units of work on its own pool and must not hold a connection meanwhile."""
     if credentials is not None and not is_session_token(credentials.credentials):
         # A returning API client's user is cached: no connection to take at all.
-        cached = cached_token_user(credentials.credentials, request.app.state.api_tokens)
+        cached = cached_token_user(credentials.credentials, request.app.state.user_cache)
         if cached is not None:
             return cached
     async with transaction(request.app.state.checkout_pool, single=True) as db:
@@ -75,10 +75,10 @@ async def identify(
         store = session_store(request)
         user_id = await store.user_id(token) if store is not None else None
         if user_id is not None:
-            user = await user_by_id(db, user_id)
+            user = await user_by_id(db, user_id, request.app.state.user_cache)
     elif credentials is not None:
         # Only a header may carry an API token; the cookie is for sessions alone.
-        user = await user_for_token(db, token, request.app.state.api_tokens)
+        user = await user_for_token(db, token, request.app.state.user_cache)
     if user is None:
         raise Unauthorized("invalid or expired token")
     return user

@@ -22,37 +22,38 @@ def new_token() -> str:
 
 # A user is read with one plain statement, no ORM round.
 _COLUMNS = ", ".join(User.__table__.columns.keys())
-API_TOKEN_CACHE_SIZE = 10_000
+USER_CACHE_SIZE = 10_000
 MAX_TOKEN_LENGTH = 512
 
 
-class ApiTokenCache:
-    """The users of API tokens seen in the last few seconds, by token hash.
+class UserCache:
+    """Users read in the last few seconds: by API-token hash, and by id for sessions.
 
-    An API client sends its token with every request, and reading the user each time
-    is a database round trip per request. Rows are kept, not User objects, so every
-    request gets an instance of its own. Unknown tokens are not kept: a token created a
-    moment ago works at once. A token removed or moved to another user in the database
-    keeps its old user for at most ``seconds`` in each server process; the API itself
-    changes neither.
+    Every authenticated request needs its caller, and reading the user each time is a
+    database round trip per request. Rows are kept, not User objects, so every request
+    gets an instance of its own. Unknown tokens and ids are not kept: a token created a
+    moment ago works at once. A token removed or moved to another user in the database,
+    or a removed user, keeps working for at most ``seconds`` in each server process; the
+    API itself changes none of them. A login session is still looked up in Valkey on
+    every request, so logout ends it at once.
     """
 
     def __init__(
         self,
         seconds: float,
-        size: int = API_TOKEN_CACHE_SIZE,
+        size: int = USER_CACHE_SIZE,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self._rows: TTLCache[str, dict[str, Any]] | None = (
             TTLCache(size, seconds, timer=timer) if seconds > 0 else None
         )
 
-    def get(self, digest: str) -> dict[str, Any] | None:
-        return None if self._rows is None else self._rows.get(digest)
+    def get(self, key: str) -> dict[str, Any] | None:
+        return None if self._rows is None else self._rows.get(key)
 
-    def put(self, digest: str, row: dict[str, Any]) -> None:
+    def put(self, key: str, row: dict[str, Any]) -> None:
         if self._rows is not None:
-            self._rows[digest] = row
+            self._rows[key] = row
 
 
 async def _row_where(db: Sql, condition: str, value: object) -> dict[str, Any] | None:
@@ -60,29 +61,34 @@ async def _row_where(db: Sql, condition: str, value: object) -> dict[str, Any] |
     return None if row is None else dict(row)
 
 
-async def user_by_id(db: Sql, user_id: int) -> User | None:
+async def _cached_row(
+    db: Sql, cache: UserCache | None, key: str, condition: str, value: object
+) -> dict[str, Any] | None:
+    row = cache.get(key) if cache is not None else None
+    if row is None:
+        row = await _row_where(db, condition, value)
+        if row is not None and cache is not None:
+            cache.put(key, row)
+    return row
+
+
+async def user_by_id(db: Sql, user_id: int, cache: UserCache | None = None) -> User | None:
     """The user, detached from any session (read-only use)."""
-    row = await _row_where(db, "id = $1", user_id)
+    row = await _cached_row(db, cache, f"id:{user_id}", "id = $1", user_id)
     return None if row is None else User(**row)
 
 
-def cached_token_user(token: str, cache: ApiTokenCache) -> User | None:
+def cached_token_user(token: str, cache: UserCache) -> User | None:
     """The token's user if the cache holds it; None says only "not cached"."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
-    row = cache.get(hash_token(token))
+    row = cache.get(f"token:{hash_token(token)}")
     return None if row is None else User(**row)
 
 
-async def user_for_token(db: Sql, token: str, cache: ApiTokenCache | None = None) -> User | None:
+async def user_for_token(db: Sql, token: str, cache: UserCache | None = None) -> User | None:
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
     digest = hash_token(token)
-    row = cache.get(digest) if cache is not None else None
-    if row is None:
-        row = await _row_where(db, "api_token_hash = $1", digest)
-        if row is None:
-            return None
-        if cache is not None:
-            cache.put(digest, row)
-    return User(**row)
+    row = await _cached_row(db, cache, f"token:{digest}", "api_token_hash = $1", digest)
+    return None if row is None else User(**row)

@@ -1,5 +1,5 @@
-"""The per-process cache of API-token users: read once, kept for its lifetime, never
-for unknown tokens."""
+"""The per-process cache of callers' user rows: read once, kept for its lifetime, never
+for unknown tokens; login sessions still end at once."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from httpx import AsyncClient
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from emporium.auth.service import ApiTokenCache, hash_token
+from emporium.auth.service import UserCache, hash_token
 from emporium.kit.metrics import DB_STATEMENTS
 from emporium.models import User
 from tests.fixtures import TOKENS, auth
@@ -29,9 +29,9 @@ class Clock:
 
 @pytest.fixture
 def clock(app: FastAPI) -> Clock:
-    """The app's token cache (5 s) on a clock the test moves."""
+    """The app's user cache (5 s) on a clock the test moves."""
     now = Clock()
-    app.state.api_tokens = ApiTokenCache(5, timer=now)
+    app.state.user_cache = UserCache(5, timer=now)
     return now
 
 
@@ -67,7 +67,7 @@ async def test_a_token_user_is_read_once_then_served_from_the_cache(
 async def test_with_the_cache_off_every_request_reads_the_user(
     app: FastAPI, client: AsyncClient, catalog: dict[str, Any]
 ) -> None:
-    app.state.api_tokens = ApiTokenCache(0)
+    app.state.user_cache = UserCache(0)
     counts = [(await _me(client, auth("customer")))[2] for _ in range(3)]
     assert counts == [1, 1, 1]
 
@@ -113,3 +113,27 @@ async def test_an_unknown_token_is_not_cached_so_a_new_token_works_at_once(
     await _set_token(maker, catalog["user"]["globex"], "brand-new-token")
     status, body, spent = await _me(client, headers)
     assert (status, body["id"], spent) == (200, catalog["user"]["globex"], 1)
+
+
+async def test_a_session_user_is_read_once_and_logout_still_ends_the_session(
+    client: AsyncClient, maker: async_sessionmaker[AsyncSession]
+) -> None:
+    r = await client.post(
+        "/api/v1/auth/register",
+        json={"email": "ann@example.com", "password": "correct horse battery", "name": "Ann"},
+    )
+    assert r.status_code == 201
+    r = await client.post(
+        "/api/v1/auth/login",
+        json={"email": "ann@example.com", "password": "correct horse battery"},
+    )
+    session = {"Authorization": f"Bearer {r.json()['token']}"}
+    client.cookies.clear()  # the bearer alone, not the cookie login also set
+    first = await _me(client, session)
+    second = await _me(client, session)
+    assert (first[0], second[0], first[1] == second[1]) == (200, 200, True)
+    assert (first[2], second[2]) == (1, 0)
+    r = await client.post("/api/v1/auth/logout", headers=session)
+    assert r.status_code == 204
+    status, body, _ = await _me(client, session)
+    assert (status, body["error"]) == (401, "unauthorized")
