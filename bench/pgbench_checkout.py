@@ -54,6 +54,8 @@ ADDRESS = {
     "country": "US",
 }
 STOCK = 1_000_000
+# The traced requests; "setup" (warming the user cache) is left out.
+PHASES = ("add_to_cart", "checkout")
 
 
 def database_url() -> str | None:
@@ -331,11 +333,7 @@ def script_tags() -> list[str]:
 
 
 def check(trace: list[dict[str, Any]]) -> bool:
-    captured = [
-        shape(e["sql"])
-        for e in trace
-        if e["kind"] == "sql" and e["phase"] in ("add_to_cart", "checkout")
-    ]
+    captured = [shape(e["sql"]) for e in trace if e["kind"] == "sql" and e["phase"] in PHASES]
     tags = script_tags()
     if captured == tags:
         print(f"script matches the capture: {len(tags)} statements, same verbs/tables, same order")
@@ -353,7 +351,7 @@ def check(trace: list[dict[str, Any]]) -> bool:
 def summarize(trace: list[dict[str, Any]]) -> dict[str, Counter[str]]:
     out: dict[str, Counter[str]] = {}
     for e in trace:
-        if e["phase"] in ("add_to_cart", "checkout"):
+        if e["phase"] in PHASES:
             out.setdefault(e["phase"], Counter())[e["kind"]] += 1
     return out
 

@@ -33,16 +33,15 @@ from http_client import Client
 
 from checkout import dsn, pgbench_rate, spread
 
+LOG = Path(os.environ.get("TMPDIR", "/tmp")) / "emporium-vs-pgbench.server.log"
+READY_SECONDS = 60.0
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-LOG = Path(os.environ.get("TMPDIR", "/tmp")) / "emporium-vs-pgbench.server.log"
-READY_SECONDS = 60.0
 
 
 async def wait_ready(url: str, server: asyncio.subprocess.Process) -> None:

@@ -78,17 +78,20 @@ async def user_by_id(db: Sql, user_id: int, cache: UserCache | None = None) -> U
     return None if row is None else User(**row)
 
 
+def _token_digest(token: str) -> str | None:
+    return hash_token(token) if token and len(token) <= MAX_TOKEN_LENGTH else None
+
+
 def cached_token_user(token: str, cache: UserCache) -> User | None:
     """The token's user if the cache holds it; None says only "not cached"."""
-    if not token or len(token) > MAX_TOKEN_LENGTH:
-        return None
-    row = cache.get(f"token:{hash_token(token)}")
+    digest = _token_digest(token)
+    row = cache.get(f"token:{digest}") if digest is not None else None
     return None if row is None else User(**row)
 
 
 async def user_for_token(db: Sql, token: str, cache: UserCache | None = None) -> User | None:
-    if not token or len(token) > MAX_TOKEN_LENGTH:
+    digest = _token_digest(token)
+    if digest is None:
         return None
-    digest = hash_token(token)
     row = await _cached_row(db, cache, f"token:{digest}", "api_token_hash = $1", digest)
     return None if row is None else User(**row)
