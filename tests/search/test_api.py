@@ -7,6 +7,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
+from emporium.kit.metrics import DB_STATEMENTS
 from emporium.search.indexer import SearchIndexer, rebuild
 from tests.fixtures import auth
 
@@ -282,9 +283,11 @@ async def test_stock_events_rewrite_a_document_only_when_in_stock_flips(
     fresh = SearchIndexer(index, app.state.sessionmaker)
     cart = "/api/v1/cart/items"
     await client.post(cart, json={"product_id": sony, "quantity": 1}, headers=auth("customer"))
-    before = meta()
+    before, statements = meta(), DB_STATEMENTS._value.get()
     await fresh.apply({sony}, stock_only={sony})
-    assert (in_stock(), meta()) == (True, before)  # 1 of 2 held: nothing to rewrite
+    # 1 of 2 held: nothing to rewrite, and one statement (the free units) tells so,
+    # without loading the document.
+    assert (in_stock(), meta(), DB_STATEMENTS._value.get() - statements) == (True, before, 1)
     await client.post(cart, json={"product_id": sony, "quantity": 1}, headers=auth("customer"))
     await fresh.apply({sony}, stock_only={sony})
     assert in_stock() is False

@@ -53,25 +53,21 @@ class SearchIndexer:
         self.maker = maker
         self.cache = cache
         self._generation: str | None = None
-        # The documents this process knows the index holds: those it wrote or checked.
-        # Most stock events (a reservation, a sale) leave a product's document as it
-        # was, and rewriting it would cost an index commit per batch.
+        # The documents this process wrote to the index. Most stock events (a
+        # reservation, a sale) leave a product's document as it was, and rewriting it
+        # would cost an index commit per batch.
         self._known: OrderedDict[int, SearchDoc] = OrderedDict()
         self._watermark_at = 0.0
 
-    async def _changed(
-        self, docs: dict[int, SearchDoc], stock_only: set[int]
-    ) -> tuple[list[SearchDoc], list[SearchDoc]]:
-        """The documents to write, and those found to be in the index as they are."""
-        changed = [d for i, d in docs.items() if self._known.get(i) != d]
-        # A stock event can only flip a document's in-stock flag: when the index already
-        # has the right one, there is nothing to write.
-        unsure = [d.id for d in changed if d.id in stock_only and d.id not in self._known]
-        if not unsure:
-            return changed, []
-        indexed = await asyncio.to_thread(self.index.in_stock, unsure)
-        same = {i for i in unsure if i in indexed and indexed[i] == docs[i].in_stock}
-        return [d for d in changed if d.id not in same], [docs[i] for i in same]
+    async def _settled(self, stock_only: Sequence[int], free: dict[int, int]) -> set[int]:
+        """Of these products, those whose document already has the right in-stock flag."""
+        flag = {i: free.get(i, 0) > 0 for i in stock_only}
+        settled = {i for i in stock_only if i in self._known and self._known[i].in_stock == flag[i]}
+        unknown = [i for i in stock_only if i not in self._known]
+        if unknown:
+            indexed = await asyncio.to_thread(self.index.in_stock, unknown)
+            settled.update(i for i in unknown if indexed.get(i) == flag[i])
+        return settled
 
     def _remember(self, docs: Sequence[SearchDoc], gone: Sequence[int]) -> None:
         for doc in docs:
@@ -87,21 +83,21 @@ class SearchIndexer:
         whose only changes were to stock."""
         if not ids:
             return
-        # A stock event can only flip a document's in-stock flag. For a product whose
-        # document this process knows, its free units say whether that happened; only
-        # then is the whole document loaded.
-        known = sorted(i for i in stock_only or () if i in self._known)
+        # A stock event can only flip a document's in-stock flag. Free units, compared
+        # with the flag the document has (as this process wrote it, or else as the index
+        # holds it), say whether that happened: most reservations and sales leave it as
+        # it was, and only the others need the whole document loaded and rewritten.
+        stock = sorted(stock_only or ())
         async with self.maker() as session:
-            free = await available_units(session, known) if known else {}
-            settled = {i for i in known if self._known[i].in_stock == (free.get(i, 0) > 0)}
+            settled = await self._settled(stock, await available_units(session, stock))
             docs = await load_docs(session, ids - settled)
         gone = sorted(ids - settled - docs.keys())
-        changed, verified = await self._changed(docs, stock_only or set())
+        changed = [d for i, d in docs.items() if self._known.get(i) != d]
         if changed:
             await asyncio.to_thread(self.index.upsert, changed)
         if gone:
             await asyncio.to_thread(self.index.delete, gone)
-        self._remember([*changed, *verified], gone)
+        self._remember(changed, gone)
         if self.cache is not None:
             await self.cache.delete(*(f"product:{i}" for i in ids))
 
