@@ -3,12 +3,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from emporium.auth.dependencies import StandaloneUser
 from emporium.checkout.idempotency import IdempotencyInProgress, IdempotencyKeyReused
 from emporium.checkout.schemas import CheckoutRequest
 from emporium.checkout.service import CheckoutService, PaymentUnavailableError
+from emporium.kit import jsoncodec
 from emporium.kit.errors import Unauthorized
 from emporium.kit.schemas import CleanStr
 from emporium.order.schemas import Order
@@ -37,9 +38,13 @@ async def checkout(
     idempotency_key: Annotated[
         CleanStr, Header(alias="Idempotency-Key", min_length=1, max_length=255)
     ],
-) -> JSONResponse:
+) -> Response:
     """Place an order from the cart and pay for it. Safe to retry with the same key."""
     # Checkout runs its own short transactions: no connection is held during payment.
     service: CheckoutService = request.app.state.checkout
     response = await service.checkout(user, idempotency_key, body)
-    return JSONResponse(response.body, status_code=response.status)
+    return Response(
+        jsoncodec.dumps_bytes(response.body),
+        status_code=response.status,
+        media_type="application/json",
+    )

@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 from valkey.exceptions import ValkeyError
 
+from emporium.kit import jsoncodec
 from emporium.kit.cache import Cache
 from emporium.kit.errors import Conflict, InvalidInput
 from emporium.order.repository import Answer, OrderWrites
@@ -74,14 +75,14 @@ class IdempotencyStore:
         try:
             claimed = await self.cache.client.set(
                 self._vkey(user_id, key),
-                json.dumps({"hash": digest, "state": "processing"}),
+                jsoncodec.dumps_bytes({"hash": digest, "state": "processing"}),
                 nx=True,
                 ex=PROCESSING_TTL_SECONDS,
             )
             if not claimed:
                 raw = await self.cache.client.get(self._vkey(user_id, key))
                 if raw is not None:
-                    v = json.loads(raw)
+                    v = jsoncodec.loads(raw)
                     return self._judge(
                         v["hash"], v["state"], v.get("status"), v.get("body"), digest
                     )
@@ -132,7 +133,7 @@ class IdempotencyStore:
             return
         try:
             await self.cache.client.set(
-                self._vkey(user_id, key), json.dumps(value, default=str), ex=TTL_SECONDS
+                self._vkey(user_id, key), jsoncodec.dumps_bytes(value, default=str), ex=TTL_SECONDS
             )
         except (ValkeyError, OSError) as exc:
             log.warning("idempotency.cache_unavailable", error=str(exc))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import structlog
 import valkey.asyncio as valkey_async
 from valkey.exceptions import ValkeyError
 
+from emporium.kit import jsoncodec
 from emporium.kit.metrics import CACHE_REQUESTS
 
 log = structlog.get_logger(__name__)
@@ -33,13 +33,13 @@ class Cache:
             CACHE_REQUESTS.labels("error").inc()
             return None
         CACHE_REQUESTS.labels("hit" if raw is not None else "miss").inc()
-        return None if raw is None else json.loads(raw)
+        return None if raw is None else jsoncodec.loads(raw)
 
     async def set_json(self, key: str, value: Any, ttl_seconds: int) -> None:
         if ttl_seconds <= 0:
             return
         try:
-            await self.client.set(self.prefix + key, json.dumps(value), ex=ttl_seconds)
+            await self.client.set(self.prefix + key, jsoncodec.dumps_bytes(value), ex=ttl_seconds)
         except (ValkeyError, OSError) as exc:
             log.warning("cache.set_failed", key=key, error=str(exc))
 

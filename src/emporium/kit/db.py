@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from emporium.config import Settings
+from emporium.kit import jsoncodec
 from emporium.kit.embedded import (
     DEFAULT_DB_NAME,
     embedded_postgres_url,
@@ -80,7 +81,12 @@ async def open_database(settings: Settings) -> tuple[AsyncEngine, async_sessionm
 
 def create_engine(url: str, pool_size: int = 10, *, pre_ping: bool = False) -> AsyncEngine:
     engine = create_async_engine(
-        url, pool_size=pool_size, max_overflow=max(pool_size // 4, 2), pool_pre_ping=pre_ping
+        url,
+        pool_size=pool_size,
+        max_overflow=max(pool_size // 4, 2),
+        pool_pre_ping=pre_ping,
+        json_serializer=jsoncodec.dumps,
+        json_deserializer=jsoncodec.loads,
     )
     event.listen(engine.sync_engine, "before_cursor_execute", _count_statement)
     return engine

@@ -11,6 +11,8 @@ from typing import TextIO
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from emporium.kit import jsoncodec
+
 CORRELATION_HEADER = "X-Correlation-ID"
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 client_ip: ContextVar[str | None] = ContextVar("client_ip", default=None)
@@ -26,7 +28,9 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | N
         structlog.processors.format_exc_info,
     ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer(serializer=jsoncodec.dumps)
+        if json
+        else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
         processors=[*processors, renderer],

@@ -9,7 +9,6 @@ with the same rules: commit on success, roll back on error, side effects after c
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -18,6 +17,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from emporium.kit import jsoncodec
 from emporium.kit.metrics import DB_STATEMENTS
 
 Listener = Callable[[str, tuple[Any, ...]], None]
@@ -116,10 +116,14 @@ _DISCONNECTS = (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # JSON columns come back decoded, as through the ORM; JSON goes in as text.
     await conn.set_type_codec(
-        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
+        "jsonb",
+        encoder=jsoncodec.dumps,
+        decoder=jsoncodec.loads,
+        schema="pg_catalog",
+        format="text",
     )
     await conn.set_type_codec(
-        "json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
+        "json", encoder=jsoncodec.dumps, decoder=jsoncodec.loads, schema="pg_catalog", format="text"
     )
 
 

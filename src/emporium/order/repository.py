@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,6 +10,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from emporium.kit import jsoncodec
 from emporium.kit.logging import client_ip, correlation_id
 from emporium.kit.outbox import written
 from emporium.kit.repository import Repository
@@ -172,7 +172,7 @@ class OrderWrites:
             client_ip.get(),
             answer.user_id if answer else None,
             answer.status if answer else None,
-            json.dumps(answer.body, default=str) if answer else None,
+            jsoncodec.dumps(answer.body, default=str) if answer else None,
             answer.key if answer else None,
         )
         if row is None:
@@ -187,6 +187,6 @@ class OrderWrites:
             answer.user_id,
             answer.key,
             answer.status,
-            json.dumps(answer.body, default=str),
+            jsoncodec.dumps(answer.body, default=str),
             order_id,
         )

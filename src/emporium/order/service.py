@@ -21,6 +21,7 @@ from emporium.inventory.reservations import (
     refuse,
     release_expired,
 )
+from emporium.kit import jsoncodec
 from emporium.kit.errors import Conflict
 from emporium.kit.logging import client_ip, correlation_id
 from emporium.kit.outbox import record_event, written
@@ -184,7 +185,7 @@ class OrderService:
             user.id,
             idempotency_key,
             request_digest,
-            json.dumps(shipping_address),
+            jsoncodec.dumps(shipping_address),
             now,
             now + reservation_ttl,
             gateway_name,
