@@ -298,3 +298,17 @@ async def test_stock_events_rewrite_a_document_only_when_in_stock_flips(
     await client.delete(f"{cart}/{sony}", headers=auth("customer"))
     assert await dispatcher.drain() == 1
     assert in_stock() is True
+
+
+async def test_a_cart_change_reaches_the_cached_product_page_through_the_outbox(
+    app: FastAPI, client: AsyncClient, indexed: dict[str, Any]
+) -> None:
+    sony, page = indexed["product"]["sony"], f"/api/v1/products/{indexed['product']['sony']}"
+    await app.state.dispatcher.drain()
+    before = (await client.get(page)).json()["available"]  # now cached
+    r = await client.post(
+        "/api/v1/cart/items", json={"product_id": sony, "quantity": 2}, headers=auth("customer")
+    )
+    assert r.status_code == 200
+    assert await app.state.dispatcher.drain() == 1  # the reservation's stock event
+    assert (await client.get(page)).json()["available"] == before - 2

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Cookie, Depends, FastAPI, Request, Response, stat
 from emporium.auth.dependencies import OptionalTxUser, OptionalUser
 from emporium.cart import schemas
 from emporium.cart import service as cart
-from emporium.catalog.endpoints import ProductId, invalidate_product
+from emporium.catalog.endpoints import ProductId
 from emporium.catalog.errors import ProductNotFound
 from emporium.config import Settings
 from emporium.inventory.reservations import InsufficientStock
@@ -94,7 +94,9 @@ async def add_item(
     )
     if token is not None:
         _set_guest_cookie(request, response, token)
-    invalidate_product(request, body.product_id)
+    # A reservation changes the product page's availability: the outbox's stock event
+    # drops its cached copy a few tens of milliseconds after commit (search indexer),
+    # which spares every cart change a Valkey round trip of its own.
     return result
 
 
@@ -115,9 +117,7 @@ async def update_item(
     body: schemas.CartItemUpdate,
 ) -> schemas.CartView:
     """Set a line's quantity (1-1000); use DELETE to remove it."""
-    result = await cart.update_item(session, owner, product_id, body.quantity, ttl=_ttl(request))
-    invalidate_product(request, product_id)
-    return result
+    return await cart.update_item(session, owner, product_id, body.quantity, ttl=_ttl(request))
 
 
 @router.delete(
@@ -129,7 +129,6 @@ async def remove_item(
     request: Request, session: SessionDep, owner: Owner, product_id: ProductId
 ) -> Response:
     await cart.remove_item(session, owner, product_id)
-    invalidate_product(request, product_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -98,16 +98,22 @@ class SearchIndexer:
         if gone:
             await asyncio.to_thread(self.index.delete, gone)
         self._remember(changed, gone)
-        if self.cache is not None:
-            await self.cache.delete(*(f"product:{i}" for i in ids))
+        await self._drop_cached(ids)
+
+    async def _drop_cached(self, ids: set[int]) -> None:
+        # The product pages' cached copies (availability included) are dropped here,
+        # not by each request that changed stock, so cart changes cost no Valkey call.
+        if self.cache is not None and ids:
+            await self.cache.delete(*(f"product:{i}" for i in sorted(ids)))
 
     async def handle(self, events: Sequence[OutboxEvent]) -> None:
+        ids = product_ids(events)
         if not await asyncio.to_thread(self.index.exists):
             # A first build is pending; its snapshot plus the replay on first sight of the
-            # new generation cover these events.
+            # new generation cover these events. The cached pages cannot wait for it.
+            await self._drop_cached(ids)
             return
         await self.check_generation()
-        ids = product_ids(events)
         other = product_ids([e for e in events if e.topic != "stock.changed"])
         await self.apply(ids, ids - other)
         # The watermark only bounds the replay after a restart or rebuild (replays are
