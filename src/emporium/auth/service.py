@@ -75,7 +75,7 @@ async def _cached_row(
 async def user_by_id(db: Sql, user_id: int, cache: UserCache | None = None) -> User | None:
     """The user, detached from any session (read-only use)."""
     row = await _cached_row(db, cache, f"id:{user_id}", "id = $1", user_id)
-    return None if row is None else User(**row)
+    return None if row is None else User.from_row(row)
 
 
 def _token_digest(token: str) -> str | None:
@@ -86,7 +86,7 @@ def cached_token_user(token: str, cache: UserCache) -> User | None:
     """The token's user if the cache holds it; None says only "not cached"."""
     digest = _token_digest(token)
     row = cache.get(f"token:{digest}") if digest is not None else None
-    return None if row is None else User(**row)
+    return None if row is None else User.from_row(row)
 
 
 async def user_for_token(db: Sql, token: str, cache: UserCache | None = None) -> User | None:
@@ -94,4 +94,4 @@ async def user_for_token(db: Sql, token: str, cache: UserCache | None = None) ->
     if digest is None:
         return None
     row = await _cached_row(db, cache, f"token:{digest}", "api_token_hash = $1", digest)
-    return None if row is None else User(**row)
+    return None if row is None else User.from_row(row)

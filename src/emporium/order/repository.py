@@ -150,7 +150,7 @@ class OrderWrites:
         row = await (await Sql.from_(self.unit)).fetchrow(
             "SELECT * FROM orders WHERE id = $1 FOR UPDATE", order_id
         )
-        return None if row is None else Order(**dict(row))
+        return None if row is None else Order.from_row(dict(row))
 
     async def pay(
         self,
@@ -178,7 +178,7 @@ class OrderWrites:
         if row is None:
             return None
         written()
-        return Order(**dict(row))
+        return Order.from_row(dict(row))
 
     async def answer(self, answer: Answer, order_id: int | None) -> None:
         """Record the final response of a key still being processed."""
