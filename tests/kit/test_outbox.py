@@ -10,7 +10,7 @@ from httpx import AsyncClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from emporium.kit.outbox import OutboxDispatcher
+from emporium.kit.outbox import OutboxDispatcher, signal
 from emporium.models import OutboxEvent
 from tests.fixtures import auth
 
@@ -86,3 +86,21 @@ async def test_a_woken_dispatcher_lingers_and_delivers_one_batch(
     finally:
         await dispatcher.stop()
     assert batches == [["product.updated"] * 3]
+
+
+async def test_stopping_a_dispatcher_just_woken_still_stops_it(
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    # A wake-up and the stop's cancellation landing in one loop turn: the wait must not
+    # take the wake-up and drop the cancellation, or stop() never returns.
+    async def nothing(events: Sequence[OutboxEvent]) -> None:
+        pass
+
+    dispatcher = OutboxDispatcher(maker, [nothing], poll_seconds=30.0)
+    dispatcher.start()
+    for _ in range(40):
+        await asyncio.sleep(0.05)  # its first, empty drain; then it waits
+    await signal.fire()  # sets its wake-up without yielding
+    stopped = asyncio.ensure_future(dispatcher.stop())
+    done, _ = await asyncio.wait([stopped], timeout=5)
+    assert (done == {stopped}, dispatcher.running) == (True, False)

@@ -225,8 +225,11 @@ class OutboxDispatcher:
                 log.exception("outbox.dispatch_failed")
                 backoff = min(backoff * 2, 30.0)
                 self._wake.clear()  # a failing consumer waits out its backoff
+            # Not wait_for: on Python 3.11 it drops a cancellation that lands together
+            # with the wake-up, and stop() would wait for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+                async with asyncio.timeout(backoff):
+                    await self._wake.wait()
             if self._wake.is_set() and self._linger_seconds > 0:
                 await asyncio.sleep(self._linger_seconds)
 
