@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from emporium.checkout.idempotency import request_hash
+from emporium.checkout.schemas import CheckoutRequest
 from emporium.models import AuditLog, Order, OutboxEvent
 from tests.checkout.helpers import DECLINED, body, cart_state, count, fill_cart, stock_of
 from tests.fixtures import auth
@@ -264,3 +267,62 @@ async def test_checkout_has_connections_of_its_own(
             await pool.release(conn)
     assert (r.status_code, r.json()["status"]) == (201, "paid")
     assert await stock_of(maker, sony) == [(9, 0), (5, 0)]
+
+
+async def test_a_paid_answer_is_replayed_from_postgresql_then_from_valkey(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    customer = catalog["user"]["customer"]
+    await fill_cart(maker, customer, {catalog["product"]["cable"]: 1})
+    idem = app.state.checkout.idempotency
+    vkey = idem._vkey(customer, "k-replay")
+    r = await client.post(f"{API}/checkout", json=body(), headers=key("k-replay"))
+    assert r.status_code == 201
+    # The paid answer lives in PostgreSQL only; Valkey keeps the claim.
+    marker = json.loads(await app.state.cache.client.get(vkey))
+    assert set(marker) == {"hash", "state"}
+    assert marker["state"] == "processing"
+    again = await client.post(f"{API}/checkout", json=body(), headers=key("k-replay"))
+    assert (again.status_code, again.json()) == (201, r.json())
+    # PostgreSQL's answer is now kept for the next replay.
+    kept = json.loads(await app.state.cache.client.get(vkey))
+    assert (kept["state"], kept["status"], kept["body"]) == ("completed", 201, r.json())
+    third = await client.post(f"{API}/checkout", json=body(), headers=key("k-replay"))
+    assert (third.status_code, third.json()) == (201, r.json())
+    assert await count(maker, Order) == 1
+    assert charges(app) == 1
+
+
+async def test_a_duplicate_in_progress_leaves_the_first_requests_claim(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    customer = catalog["user"]["customer"]
+    await fill_cart(maker, customer, {catalog["product"]["cable"]: 1})
+    idem = app.state.checkout.idempotency
+    payload = body()
+    digest = request_hash(CheckoutRequest.model_validate(payload).model_dump(mode="json"))
+    # A first request that has claimed the key in both stores and is still paying.
+    assert (await idem.claim_fast(customer, "k-busy", digest)).claimed
+    async with maker() as s, s.begin():
+        await s.execute(
+            text(
+                "INSERT INTO idempotency_keys (user_id, key, request_hash)"
+                " VALUES (:u, 'k-busy', :h)"
+            ),
+            {"u": customer, "h": digest},
+        )
+    r = await client.post(f"{API}/checkout", json=payload, headers=key("k-busy"))
+    assert (r.status_code, r.json()["error"]) == (409, "idempotency_key_in_progress")
+    marker = json.loads(await app.state.cache.client.get(idem._vkey(customer, "k-busy")))
+    assert marker == {"hash": digest, "state": "processing"}
+    assert await count(maker, Order) == 0
+    assert await cart_state(maker, customer) == {
+        "lines": {catalog["product"]["cable"]: 1},
+        "reserved": {catalog["product"]["cable"]: 1},
+    }

@@ -2,6 +2,12 @@
 
 Same key + same body after completion → the stored response. Same key while the first
 request is still running → 409. Same key with another body → 422. Keys live 24 hours.
+
+A first request claims the key in Valkey ("processing"); PostgreSQL records the answer
+in the statement that completes the order. A paid checkout does not copy its answer to
+Valkey: replays are rare, and the copy cost about 6 % of the app's CPU per order. A
+replay that finds the key still "processing" in Valkey is judged by PostgreSQL, and the
+answer it gets is then kept in Valkey for the next one.
 """
 
 from __future__ import annotations
@@ -39,6 +45,15 @@ class StoredResponse:
     body: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class FastClaim:
+    """What the Valkey fast path found: an answer to give at once (``replay``), or the
+    key claimed by this request (``claimed``), or neither: PostgreSQL judges."""
+
+    replay: StoredResponse | None = None
+    claimed: bool = False
+
+
 def request_hash(body: dict[str, Any]) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -64,14 +79,15 @@ class IdempotencyStore:
             return StoredResponse(status, body or {})
         raise IdempotencyInProgress("a request with this Idempotency-Key is still being processed")
 
-    async def claim_fast(self, user_id: int, key: str, digest: str) -> StoredResponse | None:
-        """The Valkey fast path: turn away duplicates before touching PostgreSQL.
+    async def claim_fast(self, user_id: int, key: str, digest: str) -> FastClaim:
+        """The Valkey fast path: claim the key, or answer a replay without PostgreSQL.
 
-        A "processing" marker lives only a few minutes, so one left by a crashed process
-        never blocks the key for long; PostgreSQL remains the judge.
+        Another body under a claimed key is refused here. A "processing" marker lives
+        only a few minutes, so one left by a crashed process never blocks the key for
+        long; it is also left in place by a paid checkout, so PostgreSQL judges it.
         """
         if self.cache is None:
-            return None
+            return FastClaim()
         try:
             claimed = await self.cache.client.set(
                 self._vkey(user_id, key),
@@ -79,16 +95,18 @@ class IdempotencyStore:
                 nx=True,
                 ex=PROCESSING_TTL_SECONDS,
             )
-            if not claimed:
-                raw = await self.cache.client.get(self._vkey(user_id, key))
-                if raw is not None:
-                    v = jsoncodec.loads(raw)
-                    return self._judge(
-                        v["hash"], v["state"], v.get("status"), v.get("body"), digest
-                    )
+            if claimed:
+                return FastClaim(claimed=True)
+            raw = await self.cache.client.get(self._vkey(user_id, key))
         except (ValkeyError, OSError) as exc:
             log.warning("idempotency.cache_unavailable", error=str(exc))
-        return None
+            return FastClaim()
+        if raw is None:
+            return FastClaim()
+        v = jsoncodec.loads(raw)
+        if v["state"] == "processing" and v["hash"] == digest:
+            return FastClaim()
+        return FastClaim(self._judge(v["hash"], v["state"], v.get("status"), v.get("body"), digest))
 
     def judge(self, row: dict[str, Any], digest: str) -> StoredResponse:
         """What to answer for a key already claimed: its stored response, or an error."""
@@ -108,7 +126,8 @@ class IdempotencyStore:
         )
 
     async def remember(self, user_id: int, key: str, digest: str, response: StoredResponse) -> None:
-        """After commit: let the fast path replay the response."""
+        """After commit: let the fast path replay this response (the rare answers; a paid
+        checkout's is in PostgreSQL)."""
         await self._cache_set(
             user_id,
             key,

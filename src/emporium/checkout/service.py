@@ -73,9 +73,10 @@ class CheckoutService:
         payload = body.model_dump(mode="json")
         digest = request_hash(payload)
         idem = self.idempotency
-        replay = await idem.claim_fast(user.id, key, digest)
-        if replay is not None:
-            return replay
+        fast = await idem.claim_fast(user.id, key, digest)
+        if fast.replay is not None:
+            return fast.replay
+        replay = None
         try:
             if not gateway_available(self.gateway):
                 # Fail fast before touching the cart: its reservations stay intact.
@@ -99,7 +100,8 @@ class CheckoutService:
                 order, gateway_key, items = placement.placed
                 order_id, amount, currency = order.id, order.total, order.currency
         except BaseException:
-            await idem.forget(user.id, key)
+            if fast.claimed:  # a duplicate must not drop the first request's claim
+                await idem.forget(user.id, key)
             raise
         if replay is not None:
             await idem.remember(user.id, key, digest, replay)
@@ -160,7 +162,7 @@ class CheckoutService:
             )
             async with UnitOfWork(self.maker) as session:
                 await idem.complete(session, user.id, key, response, order_id)
-        await idem.remember(user.id, key, digest, response)
+            await idem.remember(user.id, key, digest, response)
         if response.status == 201:
             CHECKOUT_SUCCESS.inc()
         return response
