@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -13,6 +14,7 @@ from emporium.config import Settings
 from emporium.payment.factory import build_gateway
 from emporium.payment.gateway import (
     Card,
+    GatewayPayment,
     PaymentDeclined,
     PaymentStatus,
     PaymentTransientError,
@@ -87,6 +89,33 @@ async def test_transient_errors_are_retried_then_unavailable() -> None:
     assert type(exc_info.value) is PaymentUnavailable
     assert isinstance(exc_info.value.__cause__, PaymentTransientError)
     assert inner.calls["authorize"] == 3
+    assert inner.charges == 0
+
+
+class FailsFirst(SimulatedGateway):
+    """Answers its first authorization with a transient error, then as usual."""
+
+    async def authorize(self, **kwargs: Any) -> GatewayPayment:
+        if not self.calls["authorize"]:
+            self.calls["authorize"] += 1
+            raise PaymentTransientError("gateway_error")
+        return await super().authorize(**kwargs)
+
+
+async def test_a_transient_error_then_success_charges_once() -> None:
+    inner = FailsFirst()
+    gw = resilient(inner, attempts=3)
+    assert await authorize(gw) is PaymentStatus.authorized
+    assert inner.calls["authorize"] == 2
+    assert inner.charges == 1
+
+
+async def test_a_transient_error_is_not_retried_when_retries_are_off() -> None:
+    inner = FailsFirst()
+    with pytest.raises(PaymentUnavailable) as exc_info:
+        await authorize(resilient(inner, attempts=1))
+    assert isinstance(exc_info.value.__cause__, PaymentTransientError)
+    assert inner.calls["authorize"] == 1
     assert inner.charges == 0
 
 

@@ -217,29 +217,34 @@ class OrderService:
         ORDERS.labels(OrderStatus.pending_payment.value).inc()
         order_id: int = row["placed_id"]
         total: Decimal = row["placed_total"]
-        order = Order(
-            id=order_id,
-            created_at=now,
-            updated_at=now,
-            user_id=user.id,
-            status=OrderStatus.pending_payment.value,
-            currency="USD",
-            subtotal=total,
-            shipping_total=Decimal("0.00"),
-            total=total,
-            shipping_address=shipping_address,
-            idempotency_key=idempotency_key,
-            paid_at=None,
+        # Transient instances without the instrumented constructor (several times the cost).
+        order = Order.from_row(
+            {
+                "id": order_id,
+                "created_at": now,
+                "updated_at": now,
+                "user_id": user.id,
+                "status": OrderStatus.pending_payment.value,
+                "currency": "USD",
+                "subtotal": total,
+                "shipping_total": Decimal("0.00"),
+                "total": total,
+                "shipping_address": shipping_address,
+                "idempotency_key": idempotency_key,
+                "paid_at": None,
+            }
         )
         items = [
-            OrderItem(
-                order_id=order_id,
-                product_id=i["product_id"],
-                seller_id=i["seller_id"],
-                title=i["title"],
-                unit_price=Decimal(i["unit_price"]),
-                quantity=i["quantity"],
-                line_total=Decimal(i["line_total"]),
+            OrderItem.from_row(
+                {
+                    "order_id": order_id,
+                    "product_id": i["product_id"],
+                    "seller_id": i["seller_id"],
+                    "title": i["title"],
+                    "unit_price": Decimal(i["unit_price"]),
+                    "quantity": i["quantity"],
+                    "line_total": Decimal(i["line_total"]),
+                }
             )
             for i in row["placed_items"]
         ]

@@ -203,20 +203,38 @@ class ResilientGateway:
             await close()
 
     async def _call(self, op: str, fn: Callable[[], Awaitable[T]], *, retry: bool = True) -> T:
+        # Nearly every call succeeds at once: the first attempt runs without tenacity's
+        # per-call machinery (it cost more than the in-process gateway call itself).
+        try:
+            return await self.breaker.call(fn)
+        except (PaymentTransientError, TimeoutError) as exc:
+            if not retry or self.attempts < 2:
+                raise PaymentUnavailable(f"payment gateway unavailable during {op}") from exc
+            first = exc
+        return await self._retry(op, fn, first)
+
+    async def _retry(self, op: str, fn: Callable[[], Awaitable[T]], first: Exception) -> T:
+        """The remaining attempts, after ``first`` failed; tenacity counts that failure
+        as its own first attempt, so backoff and logging are as for any other."""
+
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             log.warning("payment.retry", op=op, attempt=state.attempt_number, error=repr(exc))
 
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.attempts if retry else 1),
+            stop=stop_after_attempt(self.attempts),
             wait=wait_random_exponential(multiplier=self.backoff_base, max=self.backoff_max),
             retry=retry_if_exception(is_retryable),
             before_sleep=before_sleep,
             reraise=True,
         )
+        pending: Exception | None = first
         try:
             async for attempt in retrying:
                 with attempt:
+                    if pending is not None:
+                        failed, pending = pending, None
+                        raise failed
                     return await self.breaker.call(fn)
         except (PaymentTransientError, TimeoutError) as exc:
             raise PaymentUnavailable(f"payment gateway unavailable during {op}") from exc
