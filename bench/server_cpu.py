@@ -113,24 +113,61 @@ def packages(profile: cProfile.Profile, top: int) -> list[str]:
     return [f"  {100 * t / total:5.1f} % {name}" for name, t in own.most_common(top)]
 
 
+async def windowed(
+    app: App, tokens: list[str], ids: list[int], start_at: float, seconds: float
+) -> tuple[int, float, float, Counter[str]]:
+    """Orders placed and CPU spent between two wall-clock instants, with every client
+    busy throughout: two processes given the same window compare on the same machine
+    speed (bench/server_cpu_pair.py)."""
+    errors: Counter[str] = Counter()
+    end = start_at + seconds
+    counted = {"on": False, "placed": 0}
+
+    async def client(token: str) -> None:
+        while time.time() < end + 0.5:
+            placed = await buyer(app, token, ids, 1, errors)
+            if counted["on"]:
+                counted["placed"] += placed
+
+    tasks = [asyncio.create_task(client(t)) for t in tokens]
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    counted["on"] = True
+    cpu, start = time.process_time(), time.perf_counter()
+    await asyncio.sleep(max(0.0, end - time.time()))
+    counted["on"] = False
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - start
+    await asyncio.gather(*tasks)
+    return counted["placed"], cpu, wall, errors
+
+
 async def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--orders", type=int, default=1500)
     p.add_argument("--clients", type=int, default=64)
     p.add_argument("--products", type=int, default=10000)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--no-background", action="store_true", help="no outbox dispatcher or jobs")
+    p.add_argument("--start-at", type=float, help="measure from this Unix time ...")
+    p.add_argument("--window", type=float, default=10.0, help="... for this many seconds")
+    p.add_argument("--tag", default="cpu", help="prefix of the benchmark users' e-mails")
     args = p.parse_args()
     conn: Any = await asyncpg.connect(dsn())
     try:
         ids = await stock_up(conn, args.products)
-        tokens = await make_users(conn, args.clients, "cpu")
+        tokens = await make_users(conn, args.clients, args.tag)
     finally:
         await conn.close()
-    app = create_app(get_settings())
+    app = create_app(get_settings(), background=not args.no_background)
     async with app.router.lifespan_context(app):
         errors: Counter[str] = Counter()
         # Warm up: pool connections, prepared statements, caches.
         await asyncio.gather(*(buyer(app, t, ids, 2, errors) for t in tokens))
+        if args.start_at is not None:
+            placed, cpu, wall, errors = await windowed(app, tokens, ids, args.start_at, args.window)
+            print(f"server_cpu: {placed} orders, {wall:.1f}s window, errors: {dict(errors)}")
+            if placed:
+                print(f"  app (this process) {1000 * cpu / placed:.2f} ms per order")
+            return
         each = max(args.orders // len(tokens), 1)
         profile = cProfile.Profile() if args.profile else None
         before, cpu, start = snapshot(), time.process_time(), time.perf_counter()
