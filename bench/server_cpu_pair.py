@@ -7,8 +7,9 @@ one). Each round starts bench/server_cpu.py once per version, both measuring the
 wall-clock window with their background jobs off, so that the machine's speed, which
 drifts by half within minutes here, is the same for both; the start order alternates.
 Two copies of the same code differed by -5 % to +13 % this way, so a change needs several
-rounds that agree. Afterwards the outbox
-events of the run are marked processed, as no dispatcher delivered them.
+rounds that agree. Afterwards the outbox events of the run are marked processed, as no
+dispatcher delivered them (left pending, the next server would work them off during its
+own benchmark).
 """
 
 from __future__ import annotations
