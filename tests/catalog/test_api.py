@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 from decimal import Decimal
 from typing import Any
 
@@ -79,6 +80,13 @@ async def test_browse_keyset_pagination_and_category(
 async def test_browse_bad_input(client: AsyncClient, catalog: dict[str, Any]) -> None:
     r = await client.get(f"{API}/products", params={"category": "nope"})
     assert (r.status_code, r.json()["error"]) == (404, "category_not_found")
+    # Digits int() refuses, though str.isdigit() accepts them.
+    for key in ("²8", "8²", "٣"):
+        r = await client.get(f"{API}/products", params={"category": key})
+        assert (r.status_code, r.json()["error"]) == (404, "category_not_found")
+    cursor = base64.urlsafe_b64encode("id:²".encode()).decode()
+    r = await client.get(f"{API}/products", params={"cursor": cursor})
+    assert (r.status_code, r.json()["error"]) == (422, "invalid_cursor")
     r = await client.get(f"{API}/products", params={"cursor": "!!garbage"})
     assert (r.status_code, r.json()["error"]) == (422, "invalid_cursor")
     r = await client.get(f"{API}/products", params={"limit": 101})

@@ -63,7 +63,7 @@ class SessionStore:
         if raw is None:
             return None
         value = raw.decode() if isinstance(raw, bytes) else str(raw)
-        return int(value) if value.isdigit() else None
+        return int(value) if value.isascii() and value.isdigit() else None
 
     async def delete(self, token: str) -> None:
         if not token or len(token) > MAX_TOKEN_LENGTH:

@@ -20,7 +20,8 @@ class CategoryRepository(Repository):
         return await self.session.get(Category, category_id)
 
     async def get_by_id_or_slug(self, key: str) -> Category | None:
-        if key.isdigit() and len(key) < 19:
+        # isdigit() alone also admits digits int() refuses, such as "²".
+        if key.isascii() and key.isdigit() and len(key) < 19:
             return await self.get(int(key))
         return await self.session.scalar(select(Category).where(Category.slug == key))
 
