@@ -79,6 +79,8 @@ async def test_set_stock_rejections_change_nothing(
     cases: list[tuple[dict[str, str], Any, int, str]] = [
         (auth("acme"), [{"warehouse_id": w1, "quantity": -1}], 422, "invalid_input"),
         (auth("acme"), [{"warehouse_id": w1, "quantity": "many"}], 422, "invalid_input"),
+        (auth("acme"), [{"warehouse_id": w1, "quantity": "7"}], 422, "invalid_input"),
+        (auth("acme"), [{"warehouse_id": True, "quantity": 7}], 422, "invalid_input"),
         (
             auth("acme"),
             [{"warehouse_id": w1, "quantity": 1}, {"warehouse_id": w1, "quantity": 2}],

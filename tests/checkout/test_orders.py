@@ -85,6 +85,12 @@ async def test_ship_deliver_refund_with_restock(
         headers=auth("acme"),
     )
     assert (r.status_code, r.json()["error"]) == (409, "nothing_to_ship")
+    r = await client.post(
+        f"{API}/orders/{oid}/ship",
+        json={"warehouse_id": str(w2), "tracking_number": "TRK2"},
+        headers=auth("acme"),
+    )
+    assert (r.status_code, r.json()["error"]) == (422, "invalid_input")
     r = await client.post(f"{API}/orders/{oid}/deliver", headers=auth("admin"))
     assert (r.status_code, r.json()["error"]) == (409, "invalid_transition")
     r = await client.post(
@@ -109,6 +115,10 @@ async def test_ship_deliver_refund_with_restock(
         f"{API}/orders/{oid}/refund", json={"restock": True}, headers=auth("customer")
     )
     assert (r.status_code, r.json()["error"]) == (403, "forbidden")
+    r = await client.post(
+        f"{API}/orders/{oid}/refund", json={"restock": "yes"}, headers=auth("acme")
+    )
+    assert (r.status_code, r.json()["error"]) == (422, "invalid_input")
     assert await stock_of(maker, sony) == [(0, 0), (3, 0)]
     r = await client.post(
         f"{API}/orders/{oid}/refund", json={"restock": True}, headers=auth("acme")

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from emporium.kit.schemas import Schema
 
@@ -11,12 +11,12 @@ MAX_LINE_QUANTITY = 1000
 
 
 class CartItemAdd(Schema):
-    product_id: int = Field(gt=0, le=2**63 - 1)
-    quantity: int = Field(ge=1, le=MAX_LINE_QUANTITY)
+    product_id: StrictInt = Field(gt=0, le=2**63 - 1)
+    quantity: StrictInt = Field(ge=1, le=MAX_LINE_QUANTITY)
 
 
 class CartItemUpdate(Schema):
-    quantity: int = Field(ge=1, le=MAX_LINE_QUANTITY)
+    quantity: StrictInt = Field(ge=1, le=MAX_LINE_QUANTITY)
 
 
 class CartLine(Schema):

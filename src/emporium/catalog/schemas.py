@@ -4,7 +4,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, StrictBool, StrictInt, StringConstraints, field_validator
 
 from emporium.kit.schemas import CleanStr, Schema, reject_nul
 
@@ -62,11 +62,11 @@ class ProductCreate(_ProductFields):
     title: Title
     description: Description = ""
     brand: Brand = ""
-    category_id: int = Field(gt=0)
+    category_id: StrictInt = Field(gt=0)
     price: Price
     images: Annotated[list[ImageUrl], Field(max_length=20)] = []
     attributes: dict[str, AttributeValue] = {}
-    seller_id: int | None = Field(
+    seller_id: StrictInt | None = Field(
         default=None, gt=0, description="Admins only; a seller always creates for themselves."
     )
 
@@ -75,11 +75,11 @@ class ProductUpdate(_ProductFields):
     title: Title | None = None
     description: Description | None = None
     brand: Brand | None = None
-    category_id: int | None = Field(default=None, gt=0)
+    category_id: StrictInt | None = Field(default=None, gt=0)
     price: Price | None = None
     images: Annotated[list[ImageUrl], Field(max_length=20)] | None = None
     attributes: dict[str, AttributeValue] | None = None
-    is_active: bool | None = None
+    is_active: StrictBool | None = None
 
 
 class ProductSummary(Schema):

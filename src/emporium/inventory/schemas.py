@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field, RootModel, model_validator
+from pydantic import Field, RootModel, StrictInt, model_validator
 
 from emporium.kit.schemas import Schema
 
@@ -20,8 +20,8 @@ class StockLevel(Schema):
 
 
 class StockSet(Schema):
-    warehouse_id: int = Field(gt=0, le=2**63 - 1)
-    quantity: int = Field(ge=0, le=1_000_000_000)
+    warehouse_id: StrictInt = Field(gt=0, le=2**63 - 1)
+    quantity: StrictInt = Field(ge=0, le=1_000_000_000)
 
 
 class StockUpdate(RootModel[list[StockSet]]):

@@ -20,6 +20,8 @@ CleanStr = Annotated[str, AfterValidator(reject_nul)]
 
 
 class Schema(BaseModel):
+    # Request bodies declare their numbers and flags as StrictInt and StrictBool: the lax
+    # defaults would read true as 1, "7" as 7 and "yes" as true, hiding a client's bug.
     model_config = ConfigDict(from_attributes=True)
 
 

@@ -4,7 +4,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StrictBool, StrictInt, StringConstraints
 
 from emporium.kit.schemas import CleanStr, Schema
 
@@ -72,14 +72,14 @@ class OrderPage(Schema):
 
 
 class ShipRequest(Schema):
-    warehouse_id: int = Field(gt=0, le=2**63 - 1)
+    warehouse_id: StrictInt = Field(gt=0, le=2**63 - 1)
     tracking_number: Annotated[
         CleanStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)
     ]
 
 
 class RefundRequest(Schema):
-    restock: bool = False
+    restock: StrictBool = False
 
 
 class AuditEntry(Schema):
