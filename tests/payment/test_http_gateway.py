@@ -146,10 +146,10 @@ async def test_success_card(target: Target) -> None:
     [
         (card(CARD_DECLINED), "card_declined", "0002"),
         (card(CARD_INSUFFICIENT_FUNDS), "insufficient_funds", "9995"),
-        (card("4242424242424241"), "invalid_card", "4241"),
-        (card(exp="01/20"), "invalid_card", "4242"),
-        (card(exp="13/30"), "invalid_card", "4242"),
-        (card(cvc="12a"), "invalid_card", "4242"),
+        (card("4242424242424241"), "incorrect_number", "4241"),
+        (card(exp="01/20"), "expired_card", "4242"),
+        (card(exp="13/30"), "invalid_expiry", "4242"),
+        (card(cvc="12a"), "incorrect_cvc", "4242"),
     ],
 )
 async def test_declines(target: Target, c: Card, code: str, last4: str) -> None:

@@ -88,10 +88,12 @@ def test_card_problem() -> None:
     assert card_problem(card(), TODAY) is None
     assert card_problem(card("4242 4242 4242 4242"), TODAY) is None
     assert card_problem(card("4242-4242-4242-4242"), TODAY) is None
-    assert card_problem(card("4242424242424241"), TODAY) == "number"
-    assert card_problem(card(exp="04/26"), TODAY) == "exp"
+    assert card_problem(card("4242424242424241"), TODAY) == "incorrect_number"
+    assert card_problem(card(exp="04/26"), TODAY) == "expired_card"
+    for exp in ("4/26", "13/30", "12-30", ""):
+        assert card_problem(card(exp=exp), TODAY) == "invalid_expiry"
     for cvc in ("12", "1234", "abc", ""):
-        assert card_problem(card(cvc=cvc), TODAY) == "cvc"
+        assert card_problem(card(cvc=cvc), TODAY) == "incorrect_cvc"
 
 
 async def test_success_card_authorizes() -> None:
@@ -117,13 +119,13 @@ async def test_success_card_authorizes() -> None:
     [
         (card(CARD_DECLINED), "card_declined", "0002"),
         (card(CARD_INSUFFICIENT_FUNDS), "insufficient_funds", "9995"),
-        (card("4242424242424241"), "invalid_card", "4241"),
-        (card(exp="04/26"), "invalid_card", "4242"),
-        (card(exp="4/26"), "invalid_card", "4242"),
-        (card(cvc="12"), "invalid_card", "4242"),
+        (card("4242424242424241"), "incorrect_number", "4241"),
+        (card(exp="04/26"), "expired_card", "4242"),
+        (card(exp="4/26"), "invalid_expiry", "4242"),
+        (card(cvc="12"), "incorrect_cvc", "4242"),
         # Bad details win over what the number would otherwise do.
-        (card(CARD_PROCESSING_ERROR, cvc="1"), "invalid_card", "0119"),
-        (card(CARD_HANG, exp="01/20"), "invalid_card", "0259"),
+        (card(CARD_PROCESSING_ERROR, cvc="1"), "incorrect_cvc", "0119"),
+        (card(CARD_HANG, exp="01/20"), "expired_card", "0259"),
     ],
 )
 async def test_declines(c: Card, code: str, last4: str) -> None:

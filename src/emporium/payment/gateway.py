@@ -45,7 +45,9 @@ class PaymentDeclined(PaymentError):
 
     def __init__(self, code: str, payment: GatewayPayment | None = None) -> None:
         super().__init__(code)
-        self.code = code  # "card_declined" | "insufficient_funds" | "invalid_card"
+        # "card_declined", "insufficient_funds", or for unusable details "incorrect_number",
+        # "invalid_expiry", "expired_card", "incorrect_cvc"
+        self.code = code
         self.payment = payment
 
 

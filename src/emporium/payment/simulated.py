@@ -63,13 +63,15 @@ def expiry_valid(exp: str, today: date) -> bool:
 
 
 def card_problem(card: Card, today: date) -> str | None:
-    """Why the card details are unusable, or None when they are fine."""
+    """The decline code for unusable card details (Stripe's names), or None."""
     if not luhn_valid(card_digits(card.number)):
-        return "number"
+        return "incorrect_number"
+    if not _EXP.match(card.exp.strip()):
+        return "invalid_expiry"
     if not expiry_valid(card.exp, today):
-        return "exp"
+        return "expired_card"
     if not _CVC.match(card.cvc):
-        return "cvc"
+        return "incorrect_cvc"
     return None
 
 
@@ -112,7 +114,7 @@ class SimulatedGateway:
             if existing is not None:
                 return self._replay(self._payments[existing], amount, currency, digits[-4:])
             await asyncio.sleep(self.latency)
-            code = "invalid_card" if card_problem(card, self._today()) else _DECLINES.get(digits)
+            code = card_problem(card, self._today()) or _DECLINES.get(digits)
             if code is None and digits == CARD_PROCESSING_ERROR:
                 raise PaymentTransientError("processing_error")
             if code is None and digits == CARD_HANG:
