@@ -141,6 +141,16 @@ async def test_ship_deliver_refund_with_restock(
         )
     ).json()
     assert [a["action"] for a in audit] == ["order.refunded", "payment.completed", "order.created"]
+    trail = {"resource_type": "order", "resource_id": str(oid), "limit": 2}
+    page = (await client.get(f"{API}/admin/audit", params=trail, headers=auth("admin"))).json()
+    assert [a["id"] for a in page] == [a["id"] for a in audit[:2]]
+    after = {**trail, "before_id": page[-1]["id"]}
+    page = (await client.get(f"{API}/admin/audit", params=after, headers=auth("admin"))).json()
+    assert [a["action"] for a in page] == ["order.created"]
+    acme = (await client.get(f"{API}/auth/me", headers=auth("acme"))).json()["id"]
+    by_acme = {"actor_id": acme, "resource_type": "order"}
+    page = (await client.get(f"{API}/admin/audit", params=by_acme, headers=auth("admin"))).json()
+    assert [(a["action"], a["entity_id"]) for a in page] == [("order.refunded", str(oid))]
     assert (await client.get(f"{API}/admin/audit", headers=auth("customer"))).status_code == 403
 
 

@@ -13,7 +13,10 @@ class AuditLog(CreatedAt, Base):
     """Append-only: a database trigger rejects UPDATE and DELETE."""
 
     __tablename__ = "audit_logs"
-    __table_args__ = (Index("ix_audit_logs_entity", "entity_type", "entity_id"),)
+    __table_args__ = (
+        Index("ix_audit_logs_entity", "entity_type", "entity_id"),
+        Index("ix_audit_logs_actor_user_id_id", "actor_user_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     actor_user_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

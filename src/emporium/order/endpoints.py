@@ -130,10 +130,17 @@ async def audit_trail(
     resource_type: Annotated[CleanStr | None, Query(max_length=50)] = None,
     resource_id: Annotated[CleanStr | None, Query(max_length=100)] = None,
     actor_id: Annotated[int | None, Query(gt=0, le=2**63 - 1)] = None,
+    before_id: Annotated[
+        int | None,
+        Query(gt=0, le=2**63 - 1, description="Only entries older than this one (the next page)"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[schemas.AuditEntry]:
-    """The immutable audit trail, newest first."""
+    """The immutable audit trail, newest first; pass the last entry's id as ``before_id``
+    for the next page."""
     stmt = select(AuditLog).order_by(AuditLog.id.desc()).limit(limit)
+    if before_id:
+        stmt = stmt.where(AuditLog.id < before_id)
     if resource_type:
         stmt = stmt.where(AuditLog.entity_type == resource_type)
     if resource_id:
