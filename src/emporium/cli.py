@@ -139,13 +139,15 @@ async def _reindex(settings: Settings, maker: Any) -> tuple[str, int]:
 def worker(
     interval: Annotated[float, typer.Option(help="Seconds between rounds")] = 10.0,
 ) -> None:
-    """Run background jobs: release expired reservations and settle stuck payments."""
+    """Run background jobs: release expired reservations, settle stuck payments and delete
+    expired idempotency keys."""
 
     async def go(settings: Settings) -> None:
         import signal
         from datetime import timedelta
 
         from emporium.cart.tasks import ReservationReaper
+        from emporium.checkout.tasks import IdempotencyKeyPurger
         from emporium.kit.db import open_database
         from emporium.order.tasks import PaymentReconciler
         from emporium.payment.factory import build_gateway
@@ -153,6 +155,7 @@ def worker(
         engine, maker = await open_database(settings)
         gateway = build_gateway(settings)
         reaper = ReservationReaper(maker, interval_seconds=interval)
+        purger = IdempotencyKeyPurger(maker, interval_seconds=interval * 6)
         reconciler = PaymentReconciler(
             maker,
             gateway,
@@ -165,12 +168,17 @@ def worker(
             loop.add_signal_handler(sig, stop.set)
         reaper.start()
         reconciler.start()
-        console.print("Worker running: reservation reaper and payment reconciler (Ctrl+C stops).")
+        purger.start()
+        console.print(
+            "Worker running: reservation reaper, payment reconciler and idempotency-key purger"
+            " (Ctrl+C stops)."
+        )
         try:
             await stop.wait()
         finally:
             await reaper.stop()
             await reconciler.stop()
+            await purger.stop()
             await gateway.aclose()
             await engine.dispose()
 

@@ -26,6 +26,7 @@ from emporium.catalog.endpoints import router as catalog_router
 from emporium.checkout.endpoints import router as checkout_router
 from emporium.checkout.idempotency import IdempotencyStore
 from emporium.checkout.service import CheckoutService
+from emporium.checkout.tasks import IdempotencyKeyPurger
 from emporium.config import Settings, get_settings
 from emporium.health.endpoints import router as health_router
 from emporium.inventory.endpoints import router as inventory_router
@@ -186,10 +187,12 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
         cache=cache,
     )
     app.state.reaper = ReservationReaper(maker, cache=cache)
+    app.state.purger = IdempotencyKeyPurger(maker)
 
     async def run_background_jobs() -> None:
         app.state.reconciler.start()
         app.state.reaper.start()
+        app.state.purger.start()
         if not await asyncio.to_thread(index.exists):
             # Searches fall back to PostgreSQL until the first build is done.
             app.state.rebuild_task = asyncio.create_task(rebuild(maker, index))
@@ -226,6 +229,7 @@ async def shutdown(app: FastAPI) -> None:
 
     await step("leadership", state.leadership.stop)
     await step("reaper", state.reaper.stop)
+    await step("purger", state.purger.stop)
     await step("reconciler", state.reconciler.stop)
     await step("gateway", state.gateway.aclose)
     await step("dispatcher", state.dispatcher.stop)
