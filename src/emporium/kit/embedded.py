@@ -34,10 +34,17 @@ def _prune_dead_handles(pg_dir: Path, lock: Any) -> None:
     handles = pg_dir / ".handle_pids.json"
     with lock:
         try:
-            pids = json.loads(handles.read_text() or "[]")
-        except (OSError, ValueError):
+            text = handles.read_text()
+        except OSError:
             return
-        alive = [pid for pid in pids if psutil.pid_exists(pid)]
+        try:
+            pids = json.loads(text)
+        except ValueError:
+            # A process killed while rewriting the list leaves it cut short, and the
+            # embedded server's own bookkeeping would then fail on every later start.
+            log.warning("embedded_postgres.handles_reset", path=str(handles))
+            pids = None
+        alive = [pid for pid in pids or [] if isinstance(pid, int) and psutil.pid_exists(pid)]
         if alive != pids:
             handles.write_text(json.dumps(alive))
 
