@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -39,7 +40,11 @@ async def test_failed_delivery_is_retried_not_lost(
             select(func.count()).select_from(OutboxEvent).where(OutboxEvent.processed_at.is_(None))
         )
     assert pending == 1
+    dispatched = {"topic": "product.updated"}
+    before = REGISTRY.get_sample_value("emporium_outbox_events_dispatched_total", dispatched) or 0
     assert await OutboxDispatcher(maker, [working]).drain() == 1
+    after = REGISTRY.get_sample_value("emporium_outbox_events_dispatched_total", dispatched)
+    assert after == before + 1
     assert await OutboxDispatcher(maker, [working]).drain() == 0
     assert seen == [["product.updated"], ["product.updated"]]
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -168,8 +169,8 @@ class OutboxDispatcher:
                 # The batch's objects are not used after this: nothing to synchronise.
                 .execution_options(synchronize_session=False)
             )
-        for event in events:
-            OUTBOX_DISPATCHED.labels(event.topic).inc()
+        for topic, n in Counter(e.topic for e in events).items():
+            OUTBOX_DISPATCHED.labels(topic).inc(n)
         return len(events)
 
     async def drain(self, *, until_partial: bool = False) -> int:
