@@ -308,3 +308,28 @@ async def test_database_data_exceptions_become_422(
     response = await _database_error(Request({"type": "http", "app": app}), caught.value)
     assert response.status_code == 422
     assert jsonlib.loads(bytes(response.body))["error"] == "invalid_input"
+
+
+async def test_a_database_out_of_connections_becomes_503(app: FastAPI) -> None:
+    import json as jsonlib
+
+    import asyncpg
+    from sqlalchemy import text
+    from starlette.requests import Request
+
+    from emporium.kit.errors import _database_error
+
+    engine = app.state.engine
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP ROLE IF EXISTS emporium_no_slots"))
+        await conn.execute(text("CREATE ROLE emporium_no_slots LOGIN CONNECTION LIMIT 0"))
+    try:
+        dsn = engine.url.set(drivername="postgresql", username="emporium_no_slots")
+        with pytest.raises(asyncpg.TooManyConnectionsError) as caught:
+            await asyncpg.connect(dsn.render_as_string(hide_password=False))
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP ROLE emporium_no_slots"))
+    response = await _database_error(Request({"type": "http", "app": app}), caught.value)
+    assert (response.status_code, response.headers["retry-after"]) == (503, "1")
+    assert jsonlib.loads(bytes(response.body))["error"] == "database_unavailable"

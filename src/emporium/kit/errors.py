@@ -140,6 +140,11 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
         log.warning("request.database_disconnected", error=str(orig))
         return _unavailable()
     sqlstate = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", "") or "")
+    # Class 53 is "insufficient resources" (too many connections, out of memory or disk);
+    # 57P01-57P03: the server is shutting down or starting. The request may succeed later.
+    if sqlstate.startswith("53") or sqlstate in ("57P01", "57P02", "57P03"):
+        log.warning("request.database_unavailable", sqlstate=sqlstate, error=str(orig))
+        return _unavailable()
     # Class 22 is "data exception": a value the database cannot store or compare.
     if sqlstate.startswith("22"):
         log.warning("request.data_exception", sqlstate=sqlstate, error=str(orig))
