@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -119,3 +120,33 @@ async def test_import_bestbuy_file(
     r = run_cli(settings, "import-catalog", str(path), "--format", "amazon")
     assert r.returncode == 2
     assert await _count(maker, Product) == 2
+
+
+@pytest.mark.parametrize(
+    ("workers", "pool", "checkout"), [(2, "15", "11"), (3, "10", "7"), (4, "7", "5"), (8, "3", "2")]
+)
+def test_server_processes_share_the_connection_budget(
+    monkeypatch: pytest.MonkeyPatch, workers: int, pool: str, checkout: str
+) -> None:
+    from emporium.cli import CONNECTION_BUDGET, share_connections
+
+    for name in ("EMPORIUM_DB_POOL_SIZE", "EMPORIUM_DB_CHECKOUT_POOL_SIZE"):
+        monkeypatch.setenv(name, "")  # recorded, so that what the call sets is undone
+        monkeypatch.delenv(name)
+    share_connections(Settings(), workers)
+    got = (os.environ["EMPORIUM_DB_POOL_SIZE"], os.environ["EMPORIUM_DB_CHECKOUT_POOL_SIZE"])
+    assert got == (pool, checkout)
+    # ORM pool and its overflow, plain pool, checkout pool, outbox listener.
+    size = int(pool)
+    assert workers * (2 * size + max(size // 4, 2) + int(checkout) + 1) <= CONNECTION_BUDGET
+
+
+def test_pools_sized_by_the_operator_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from emporium.cli import share_connections
+
+    monkeypatch.setenv("EMPORIUM_DB_POOL_SIZE", "30")
+    monkeypatch.setenv("EMPORIUM_DB_CHECKOUT_POOL_SIZE", "")
+    monkeypatch.delenv("EMPORIUM_DB_CHECKOUT_POOL_SIZE")
+    share_connections(Settings(), 4)
+    assert os.environ["EMPORIUM_DB_POOL_SIZE"] == "30"
+    assert "EMPORIUM_DB_CHECKOUT_POOL_SIZE" not in os.environ

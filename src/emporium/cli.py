@@ -72,6 +72,25 @@ def migrate() -> None:
     console.print("[green]Database is up to date.")
 
 
+# Server processes share this many PostgreSQL connections unless the operator sizes the
+# pools: PostgreSQL allows 100 by default, and the rest is left to the command line.
+CONNECTION_BUDGET = 90
+
+
+def share_connections(settings: Settings, workers: int) -> None:
+    """Size each process's pools (the ORM's with its overflow, the plain pool of the same
+    size, the checkout pool and the outbox listener) so that ``workers`` of them fit."""
+    if {"db_pool_size", "db_checkout_pool_size"} & settings.model_fields_set:
+        return
+    per = CONNECTION_BUDGET // workers
+    size = max(2, min(settings.db_pool_size, per // 3))
+    left = per - 2 * size - max(size // 4, 2) - 1
+    checkout = max(2, min(settings.db_checkout_pool_size, left))
+    # Inherited by the worker processes, which read their settings afresh.
+    os.environ["EMPORIUM_DB_POOL_SIZE"] = str(size)
+    os.environ["EMPORIUM_DB_CHECKOUT_POOL_SIZE"] = str(checkout)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
@@ -94,6 +113,8 @@ def serve(
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ[MULTIPROC_ENV] = str(metrics_dir)
+    if workers > 1:
+        share_connections(settings, workers)
     _migrate(settings)
     console.print(f"Emporium on [bold]http://{host}:{port}[/bold]  (API docs: /docs)")
     if workers == 1:
