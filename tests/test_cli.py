@@ -129,6 +129,7 @@ def test_server_processes_share_the_connection_budget(
     monkeypatch: pytest.MonkeyPatch, workers: int, pool: str, checkout: str
 ) -> None:
     from emporium.cli import CONNECTION_BUDGET, share_connections
+    from emporium.kit.db import orm_overflow
 
     for name in ("EMPORIUM_DB_POOL_SIZE", "EMPORIUM_DB_CHECKOUT_POOL_SIZE"):
         monkeypatch.setenv(name, "")  # recorded, so that what the call sets is undone
@@ -138,7 +139,7 @@ def test_server_processes_share_the_connection_budget(
     assert got == (pool, checkout)
     # ORM pool and its overflow, plain pool, checkout pool, outbox listener.
     size = int(pool)
-    assert workers * (2 * size + max(size // 4, 2) + int(checkout) + 1) <= CONNECTION_BUDGET
+    assert workers * (2 * size + orm_overflow(size) + int(checkout) + 1) <= CONNECTION_BUDGET
 
 
 def test_pools_sized_by_the_operator_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:

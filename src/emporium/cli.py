@@ -80,11 +80,13 @@ CONNECTION_BUDGET = 90
 def share_connections(settings: Settings, workers: int) -> None:
     """Size each process's pools (the ORM's with its overflow, the plain pool of the same
     size, the checkout pool and the outbox listener) so that ``workers`` of them fit."""
+    from emporium.kit.db import orm_overflow
+
     if {"db_pool_size", "db_checkout_pool_size"} & settings.model_fields_set:
         return
     per = CONNECTION_BUDGET // workers
     size = max(2, min(settings.db_pool_size, per // 3))
-    left = per - 2 * size - max(size // 4, 2) - 1
+    left = per - 2 * size - orm_overflow(size) - 1
     checkout = max(2, min(settings.db_checkout_pool_size, left))
     # Inherited by the worker processes, which read their settings afresh.
     os.environ["EMPORIUM_DB_POOL_SIZE"] = str(size)

@@ -79,11 +79,16 @@ async def open_database(settings: Settings) -> tuple[AsyncEngine, async_sessionm
     return engine, create_sessionmaker(engine)
 
 
+def orm_overflow(pool_size: int) -> int:
+    """Connections the ORM's pool may open beyond ``pool_size`` under a burst."""
+    return max(pool_size // 4, 2)
+
+
 def create_engine(url: str, pool_size: int = 10, *, pre_ping: bool = False) -> AsyncEngine:
     engine = create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=max(pool_size // 4, 2),
+        max_overflow=orm_overflow(pool_size),
         pool_pre_ping=pre_ping,
         json_serializer=jsoncodec.dumps,
         json_deserializer=jsoncodec.loads,
