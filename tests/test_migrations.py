@@ -1,0 +1,95 @@
+"""The migrations, end to end, on a database of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+from alembic import command
+
+from emporium.kit.embedded import to_asyncpg_url
+from emporium.kit.migrate import alembic_config, upgrade
+from tests.conftest import _admin_dsn, _with_db
+
+NAME = f"emporium_migrations_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+
+
+@pytest.fixture
+def scratch() -> Iterator[str]:
+    admin = _admin_dsn()
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'DROP DATABASE IF EXISTS "{NAME}" WITH (FORCE)'))
+    asyncio.run(run(f'CREATE DATABASE "{NAME}"'))
+    try:
+        yield _with_db(admin, NAME)
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{NAME}" WITH (FORCE)'))
+
+
+async def _query(dsn: str, sql: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(sql))
+    finally:
+        await conn.close()
+
+
+def _state(dsn: str) -> tuple[str | None, list[str], str | None]:
+    """(revision, public tables, checkout_place's DELETE of reservations)."""
+
+    async def read() -> tuple[str | None, list[str], str | None]:
+        tables = [
+            r["tablename"]
+            for r in await _query(
+                dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+            )
+        ]
+        rows = (
+            await _query(dsn, "SELECT version_num FROM alembic_version")
+            if "alembic_version" in tables
+            else []
+        )
+        version = rows[0]["version_num"] if rows else None
+        source = await _query(dsn, "SELECT prosrc FROM pg_proc WHERE proname = 'checkout_place'")
+        delete = None
+        if source:
+            lines = str(source[0]["prosrc"]).splitlines()
+            delete = next(ln.strip() for ln in lines if "DELETE FROM reservations" in ln)
+        return version, tables, delete
+
+    return asyncio.run(read())
+
+
+def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
+    url = to_asyncpg_url(scratch)
+    cfg = alembic_config(url)
+    upgrade(url)
+    version, tables, delete = _state(scratch)
+    assert version == "0008"
+    assert len(tables) == 19
+    assert (
+        delete == "DELETE FROM reservations WHERE cart_id = v_cart AND id IN (SELECT id FROM holds)"
+    )
+
+    command.downgrade(cfg, "0007")
+    assert _state(scratch) == (
+        "0007",
+        tables,
+        "DELETE FROM reservations WHERE id IN (SELECT id FROM holds)",
+    )
+
+    command.downgrade(cfg, "base")
+    assert _state(scratch) == (None, ["alembic_version"], None)
+
+    upgrade(url)
+    assert _state(scratch) == ("0008", tables, delete)
