@@ -59,6 +59,8 @@ class OrderRepository(Repository):
 # by a plain UPDATE, relative to their latest version, so it needs no earlier lock;
 # rows are visited in (product, warehouse) order, and a deadlock is retried by the
 # caller. Run on its own (autocommit), its locks last no longer than the statement.
+# No stock.changed event: quantity and reserved fall together, so what a buyer can add
+# to a cart (quantity - reserved) is what it was; order.paid reports the units leaving.
 _PAY = """
 WITH o AS (
     UPDATE orders SET status = 'paid', paid_at = $2::timestamptz, updated_at = $2::timestamptz
@@ -99,16 +101,7 @@ WITH o AS (
     ) rows
 ), event AS (
     INSERT INTO outbox (topic, aggregate_type, aggregate_id, payload)
-    SELECT topic, aggregate_type, aggregate_id, '{}'::jsonb
-    FROM (
-        SELECT 0 AS n, 0::bigint AS p, 'order.paid' AS topic, 'order' AS aggregate_type,
-            o.id::text AS aggregate_id
-        FROM o
-        UNION ALL
-        SELECT DISTINCT 1, t.product_id, 'stock.changed', 'product', t.product_id::text
-        FROM taken t
-        ORDER BY 1, 2
-    ) rows
+    SELECT 'order.paid', 'order', o.id::text, '{}'::jsonb FROM o
 ), answer AS (
     UPDATE idempotency_keys
     SET state = 'completed', response_status = $8::int, response_body = $9::text::jsonb,
