@@ -102,7 +102,7 @@ def serve(
     """Serve the API (and storefront) with uvicorn."""
     import uvicorn
 
-    from emporium.kit.embedded import start_embedded_valkey
+    from emporium.kit.embedded import forget_dead_processes, start_embedded_valkey
     from emporium.kit.metrics import MULTIPROC_ENV
     from emporium.main import create_app
 
@@ -138,6 +138,8 @@ def serve(
     finally:
         if valkey is not None:
             valkey.stop()
+        if settings.database_url is None:
+            forget_dead_processes(settings.pg_dir)
 
 
 async def _reindex(settings: Settings, maker: Any) -> tuple[str, int]:

