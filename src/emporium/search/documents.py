@@ -9,7 +9,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emporium.kit.db import id_in
-from emporium.models import Category, Product, Stock
+from emporium.kit.sql import Sql
+from emporium.models import Category, Product
 from emporium.search.engine import SearchDoc
 
 
@@ -21,16 +22,19 @@ def price_to_cents(price: Decimal) -> int:
     return int((price * 100).to_integral_value())
 
 
+_AVAILABLE = """
+SELECT product_id, sum(quantity - reserved) AS free FROM stock
+WHERE product_id = ANY($1::bigint[]) GROUP BY product_id
+"""
+
+
 async def available_units(session: AsyncSession, ids: Sequence[int]) -> dict[int, int]:
     """Free units (on hand less reserved) of each of these products that has stock rows."""
     if not ids:
         return {}
-    rows = await session.execute(
-        select(Stock.product_id, func.sum(Stock.quantity - Stock.reserved))
-        .where(id_in(Stock.product_id, ids))
-        .group_by(Stock.product_id)
-    )
-    return {pid: int(n or 0) for pid, n in rows.all()}
+    # Plain SQL: the search indexer asks this for every outbox batch with stock events.
+    rows = await (await Sql.of(session)).fetch(_AVAILABLE, list(ids))
+    return {r["product_id"]: int(r["free"] or 0) for r in rows}
 
 
 def _doc(p: Product, path: str, available: int) -> SearchDoc:
