@@ -153,10 +153,10 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
         fail_max=settings.search_breaker_fail_max,
         reset_seconds=settings.search_breaker_reset_seconds,
     )
-    indexer = SearchIndexer(index, maker, cache)
+    indexer = SearchIndexer(index, maker, pool, cache)
     listen_dsn = to_libpq_url(url)
     dispatcher = OutboxDispatcher(
-        maker,
+        pool,
         [indexer.handle],
         listen_dsn=listen_dsn,
         poll_seconds=settings.outbox_poll_seconds,

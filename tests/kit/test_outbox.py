@@ -34,7 +34,7 @@ async def test_failed_delivery_is_retried_not_lost(
         seen.append([e.topic for e in events])
 
     with pytest.raises(RuntimeError):
-        await OutboxDispatcher(maker, [broken]).dispatch_once()
+        await OutboxDispatcher(app.state.pool, [broken]).dispatch_once()
     async with maker() as s:
         pending = await s.scalar(
             select(func.count()).select_from(OutboxEvent).where(OutboxEvent.processed_at.is_(None))
@@ -42,10 +42,10 @@ async def test_failed_delivery_is_retried_not_lost(
     assert pending == 1
     dispatched = {"topic": "product.updated"}
     before = REGISTRY.get_sample_value("emporium_outbox_events_dispatched_total", dispatched) or 0
-    assert await OutboxDispatcher(maker, [working]).drain() == 1
+    assert await OutboxDispatcher(app.state.pool, [working]).drain() == 1
     after = REGISTRY.get_sample_value("emporium_outbox_events_dispatched_total", dispatched)
     assert after == before + 1
-    assert await OutboxDispatcher(maker, [working]).drain() == 0
+    assert await OutboxDispatcher(app.state.pool, [working]).drain() == 0
     assert seen == [["product.updated"], ["product.updated"]]
 
 
@@ -66,7 +66,7 @@ async def test_rolled_back_write_leaves_no_event(
 
 
 async def test_a_woken_dispatcher_lingers_and_delivers_one_batch(
-    client: AsyncClient, catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
+    app: FastAPI, client: AsyncClient, catalog: dict[str, Any]
 ) -> None:
     pid = catalog["product"]["sony"]
     batches: list[list[str]] = []
@@ -74,7 +74,7 @@ async def test_a_woken_dispatcher_lingers_and_delivers_one_batch(
     async def record(events: Sequence[OutboxEvent]) -> None:
         batches.append([e.topic for e in events])
 
-    dispatcher = OutboxDispatcher(maker, [record], linger_seconds=0.5)
+    dispatcher = OutboxDispatcher(app.state.pool, [record], linger_seconds=0.5)
     dispatcher.start()
     try:
         await asyncio.sleep(0.1)  # its first, empty drain
@@ -93,15 +93,13 @@ async def test_a_woken_dispatcher_lingers_and_delivers_one_batch(
     assert batches == [["product.updated"] * 3]
 
 
-async def test_stopping_a_dispatcher_just_woken_still_stops_it(
-    maker: async_sessionmaker[AsyncSession],
-) -> None:
+async def test_stopping_a_dispatcher_just_woken_still_stops_it(app: FastAPI) -> None:
     # A wake-up and the stop's cancellation landing in one loop turn: the wait must not
     # take the wake-up and drop the cancellation, or stop() never returns.
     async def nothing(events: Sequence[OutboxEvent]) -> None:
         pass
 
-    dispatcher = OutboxDispatcher(maker, [nothing], poll_seconds=30.0)
+    dispatcher = OutboxDispatcher(app.state.pool, [nothing], poll_seconds=30.0)
     dispatcher.start()
     for _ in range(40):
         await asyncio.sleep(0.05)  # its first, empty drain; then it waits

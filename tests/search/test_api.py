@@ -280,7 +280,7 @@ async def test_stock_events_rewrite_a_document_only_when_in_stock_flips(
         return (index.root / index.generation() / "meta.json").read_bytes()
 
     # An indexer that has written nothing itself yet (as after a restart).
-    fresh = SearchIndexer(index, app.state.sessionmaker)
+    fresh = SearchIndexer(index, app.state.sessionmaker, app.state.pool)
     cart = "/api/v1/cart/items"
     await client.post(cart, json={"product_id": sony, "quantity": 1}, headers=auth("customer"))
     before, statements = meta(), DB_STATEMENTS._value.get()

@@ -26,12 +26,10 @@ from typing import Any
 
 import asyncpg
 import structlog
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from emporium.kit.db import after_commit
+from emporium.kit.db import after_commit, transaction
 from emporium.kit.metrics import OUTBOX_DISPATCHED, OUTBOX_LAG
-from emporium.kit.sql import Sql
 from emporium.models import OutboxEvent
 
 log = structlog.get_logger(__name__)
@@ -134,7 +132,7 @@ _PROCESSED = "UPDATE outbox SET processed_at = now() WHERE id = ANY($1::bigint[]
 class OutboxDispatcher:
     def __init__(
         self,
-        maker: async_sessionmaker[AsyncSession],
+        pool: asyncpg.Pool,
         handlers: Sequence[Handler],
         *,
         listen_dsn: str | None = None,
@@ -142,7 +140,7 @@ class OutboxDispatcher:
         linger_seconds: float = 0.0,
         batch_size: int = 500,
     ) -> None:
-        self._maker = maker
+        self._pool = pool
         self._handlers = list(handlers)
         self._listen_dsn = listen_dsn
         self._poll_seconds = poll_seconds
@@ -155,11 +153,10 @@ class OutboxDispatcher:
 
     async def dispatch_once(self) -> int:
         """Deliver one batch; returns how many events it delivered."""
-        async with self._maker() as session, session.begin():
-            # Plain SQL on the session's connection, and plain rows made into instances:
-            # under load the dispatcher runs many times a second, and the ORM's statement
-            # and loading machinery cost several times the handlers' own work.
-            db = await Sql.of(session)
+        # The plain pool, plain SQL and plain rows made into instances: under load the
+        # dispatcher runs many times a second, and a session's upkeep and the ORM's
+        # statement machinery cost several times the handlers' own work.
+        async with transaction(self._pool) as db:
             rows = await db.fetch(_PENDING, self._batch_size)
             events = [OutboxEvent.from_row(dict(row)) for row in rows]
             if not events:
@@ -182,13 +179,9 @@ class OutboxDispatcher:
         return total
 
     async def pending(self) -> int:
-        async with self._maker() as session:
-            count = await session.scalar(
-                select(func.count())
-                .select_from(OutboxEvent)
-                .where(OutboxEvent.processed_at.is_(None))
-            )
-        return int(count or 0)
+        async with transaction(self._pool, single=True) as db:
+            count = await db.fetchval("SELECT count(*) FROM outbox WHERE processed_at IS NULL")
+        return int(count)
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

@@ -28,12 +28,12 @@ WHERE product_id = ANY($1::bigint[]) GROUP BY product_id
 """
 
 
-async def available_units(session: AsyncSession, ids: Sequence[int]) -> dict[int, int]:
+async def available_units(unit: AsyncSession | Sql, ids: Sequence[int]) -> dict[int, int]:
     """Free units (on hand less reserved) of each of these products that has stock rows."""
     if not ids:
         return {}
     # Plain SQL: the search indexer asks this for every outbox batch with stock events.
-    rows = await (await Sql.of(session)).fetch(_AVAILABLE, list(ids))
+    rows = await (await Sql.from_(unit)).fetch(_AVAILABLE, list(ids))
     return {r["product_id"]: int(r["free"] or 0) for r in rows}
 
 

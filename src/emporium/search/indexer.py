@@ -15,11 +15,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import structlog
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.kit.cache import Cache
+from emporium.kit.db import transaction
 from emporium.models import OutboxEvent
 from emporium.search.documents import available_units, count_active, iter_all_docs, load_docs
 from emporium.search.engine import SearchDoc, SearchIndex
@@ -47,10 +49,12 @@ class SearchIndexer:
         self,
         index: SearchIndex,
         maker: async_sessionmaker[AsyncSession],
+        pool: asyncpg.Pool,
         cache: Cache | None = None,
     ) -> None:
         self.index = index
         self.maker = maker
+        self.pool = pool
         self.cache = cache
         self._generation: str | None = None
         # The documents this process wrote to the index. Most stock events (a
@@ -88,9 +92,15 @@ class SearchIndexer:
         # holds it), say whether that happened: most reservations and sales leave it as
         # it was, and only the others need the whole document loaded and rewritten.
         stock = sorted(stock_only or ())
-        async with self.maker() as session:
-            settled = await self._settled(stock, await available_units(session, stock))
-            docs = await load_docs(session, ids - settled)
+        free: dict[int, int] = {}
+        if stock:
+            async with transaction(self.pool, single=True) as db:
+                free = await available_units(db, stock)
+        settled = await self._settled(stock, free)
+        docs: dict[int, SearchDoc] = {}
+        if ids - settled:
+            async with self.maker() as session:
+                docs = await load_docs(session, ids - settled)
         gone = sorted(ids - settled - docs.keys())
         changed = [d for i, d in docs.items() if self._known.get(i) != d]
         if changed:
