@@ -16,6 +16,7 @@ async def test_at_most_the_limit_of_one_product_runs_at_once() -> None:
     async def reserve(product_id: int, n: int) -> None:
         async with gate.enter(product_id):
             inside[product_id] += 1
+            assert gate.inside(product_id) == inside[product_id]
             most[product_id] = max(most[product_id], inside[product_id])
             await asyncio.sleep(0.01)
             order.append(n)
@@ -27,6 +28,7 @@ async def test_at_most_the_limit_of_one_product_runs_at_once() -> None:
     # First come, first served.
     assert [n for n in order if n < 100] == list(range(10))
     assert gate.in_use() == 0
+    assert (gate.inside(1), gate.inside(2)) == (0, 0)
 
 
 async def test_a_failing_caller_leaves_its_place() -> None:

@@ -1,15 +1,20 @@
-"""In a sell-out, a refused buyer costs two statements and no transaction."""
+"""In a sell-out, a refused buyer costs two statements and no transaction, and does not
+keep the buyers behind it waiting."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from emporium.inventory.reservations import _PRECHECK
+from emporium.inventory.gate import gate
+from emporium.inventory.reservations import _PRECHECK, _sold_out
 from emporium.kit import sql
+from emporium.models import Stock
 from tests.cart import ITEMS, reservation_rows, stock_rows
 from tests.fixtures import auth
 
@@ -78,3 +83,50 @@ async def test_restocked_product_is_sold_again_at_once(
     )
     assert (r.status_code, r.json()["lines"][0]["quantity"]) == (200, 3)
     assert await stock_rows(maker, timer) == [(w1, 3, 3), (catalog["warehouse"]["W2"], 0, 0)]
+
+
+async def test_buyers_queued_when_it_sells_out_are_refused_outside_the_queue(
+    app: FastAPI,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    # Three buyers wait their turn for the timer's last unit while another server process
+    # sells it. The first to get its turn finds out in its reservation; the two behind it
+    # make the read that refuses them after leaving the queue, not one after the other
+    # inside it.
+    timer = catalog["product"]["timer"]  # one unit, in W1
+    _sold_out.pop(timer, None)
+    prechecks_inside: list[bool] = []
+
+    def record(query: str, _: tuple[Any, ...]) -> None:
+        if query == _PRECHECK:
+            prechecks_inside.append(gate.inside(timer) > 0)
+
+    async def buy() -> tuple[int, int]:
+        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as guest:
+            r = await guest.post(ITEMS, json={"product_id": timer, "quantity": 1})
+            return r.status_code, r.json().get("available", -1)
+
+    sql.listen(record)
+    try:
+        async with gate.enter(timer):
+            buyers = [asyncio.create_task(buy()) for _ in range(3)]
+            for _ in range(500):
+                if gate._gates[timer][1] == 4:  # this holder and the three waiting
+                    break
+                await asyncio.sleep(0.01)
+            async with maker() as s, s.begin():
+                await s.execute(
+                    update(Stock).where(Stock.product_id == timer).values(reserved=Stock.quantity)
+                )
+        results = await asyncio.gather(*buyers)
+    finally:
+        sql.unlisten(record)
+    assert results == [(409, 0)] * 3
+    assert prechecks_inside == [False, False]
+    assert await stock_rows(maker, timer) == [
+        (catalog["warehouse"]["W1"], 1, 1),
+        (catalog["warehouse"]["W2"], 0, 0),
+    ]
+    assert await reservation_rows(maker) == []
+    assert gate.in_use() == 0

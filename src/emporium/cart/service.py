@@ -170,10 +170,17 @@ async def add_item(
         correlation_id.get(),
         client_ip.get(),
     )
+    result = None
     async with gate.enter(product_id):
-        if not hinted:  # the product may have sold out while this buyer waited its turn
-            await refuse_if_sold_out(db, product_id, quantity)
-        result = await _add_or_reclaim(db, args, until)
+        # The product may have sold out while this buyer waited its turn. The read that
+        # turns it away is then made after leaving the gate, so that the buyers queued
+        # behind it are not kept waiting for one read after another.
+        if hinted or not seen_sold_out(product_id):
+            result = await _add_or_reclaim(db, args, until)
+    if result is None:
+        await refuse_if_sold_out(db, product_id, quantity)
+        async with gate.enter(product_id):  # units came back: queue again
+            result = await _add_or_reclaim(db, args, until)
     written()
     note_reserved(product_id, result["reservations"], result["available"])
     lines = [

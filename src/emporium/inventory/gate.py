@@ -26,6 +26,7 @@ class ProductGate:
         # product id -> (its semaphore, callers holding or awaiting it); an entry lives
         # only while used, so idle products cost nothing.
         self._gates: dict[int, tuple[asyncio.Semaphore, int]] = {}
+        self._inside: dict[int, int] = {}
 
     @asynccontextmanager
     async def enter(self, product_id: int) -> AsyncIterator[None]:
@@ -35,13 +36,24 @@ class ProductGate:
         self._gates[product_id] = (semaphore, users + 1)
         try:
             async with semaphore:
-                yield
+                self._inside[product_id] = self._inside.get(product_id, 0) + 1
+                try:
+                    yield
+                finally:
+                    if self._inside[product_id] == 1:
+                        del self._inside[product_id]
+                    else:
+                        self._inside[product_id] -= 1
         finally:
             _, users = self._gates[product_id]
             if users == 1:
                 del self._gates[product_id]
             else:
                 self._gates[product_id] = (semaphore, users - 1)
+
+    def inside(self, product_id: int) -> int:
+        """Callers past the queue of this product, not waiting in it."""
+        return self._inside.get(product_id, 0)
 
     def in_use(self) -> int:
         """Products with a caller inside or waiting."""
