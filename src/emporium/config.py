@@ -32,8 +32,9 @@ class Settings(BaseSettings):
     valkey_url: str | None = None
     # Per server process. Connections beyond the pool are opened and closed per use,
     # which under steady load costs more than the work itself, so the pool is sized for
-    # the load and the overflow only absorbs bursts.
-    db_pool_size: int = Field(default=16, ge=1)
+    # the load and the overflow only absorbs bursts. At least two: the outbox dispatcher
+    # holds one for its batch while the search indexer reads stock on another.
+    db_pool_size: int = Field(default=16, ge=2)
     # Per server process, for checkout alone (a bulkhead): a rush on add to cart, whose
     # requests queue for one product's stock rows in a sell-out, cannot take every
     # connection from the buyers who are paying.

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -8,11 +9,15 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from prometheus_client import REGISTRY
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from emporium.config import Settings
 from emporium.kit.outbox import OutboxDispatcher, signal
+from emporium.kit.sql import create_pool, to_libpq_url
 from emporium.models import OutboxEvent
+from emporium.search.indexer import SearchIndexer
 from tests.fixtures import auth
 
 
@@ -107,3 +112,59 @@ async def test_stopping_a_dispatcher_just_woken_still_stops_it(app: FastAPI) -> 
     stopped = asyncio.ensure_future(dispatcher.stop())
     done, _ = await asyncio.wait([stopped], timeout=5)
     assert (done == {stopped}, dispatcher.running) == (True, False)
+
+
+async def test_delivery_runs_on_the_smallest_pool_a_server_may_have(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    # The dispatcher holds one connection for its batch while the search indexer reads
+    # the products' free units on another: two is the least a server's pool may have.
+    with pytest.raises(ValidationError, match="db_pool_size"):
+        Settings(db_pool_size=1)
+    pid, w1, w2 = (catalog["product"]["sony"], *map(catalog["warehouse"].get, ("W1", "W2")))
+    r = await client.put(
+        f"/api/v1/products/{pid}/stock",
+        json=[{"warehouse_id": w1, "quantity": 0}, {"warehouse_id": w2, "quantity": 0}],
+        headers=auth("acme"),
+    )
+    assert r.status_code == 200, r.text
+    pool = await create_pool(to_libpq_url(str(settings.database_url)), 2)
+    try:
+        indexer = SearchIndexer(app.state.search.index, maker, pool)
+        dispatcher = OutboxDispatcher(pool, [indexer.handle])
+        pending = await dispatcher.pending()
+        async with asyncio.timeout(60):
+            assert await dispatcher.drain() == pending
+        assert await dispatcher.pending() == 0
+    finally:
+        await pool.close()
+    # The stock event reached the index: the product is out of stock there now.
+    assert app.state.search.index.in_stock([pid]) == {pid: False}
+
+
+async def test_a_cancellation_swallowed_below_still_stops_the_dispatcher(
+    app: FastAPI, client: AsyncClient, catalog: dict[str, Any]
+) -> None:
+    # stop() landing while a batch was delivered was once lost below the dispatcher: the
+    # batch returned normally and stop() waited for ever. A handler that swallows the
+    # cancellation stands in for that.
+    entered = asyncio.Event()
+
+    async def swallowing(events: Sequence[OutboxEvent]) -> None:
+        entered.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+
+    pid = catalog["product"]["sony"]
+    await client.patch(f"/api/v1/products/{pid}", json={"price": "300.00"}, headers=auth("acme"))
+    dispatcher = OutboxDispatcher(app.state.pool, [swallowing], poll_seconds=0.05)
+    dispatcher.start()
+    await asyncio.wait_for(entered.wait(), 10)
+    stopped = asyncio.ensure_future(dispatcher.stop())
+    done, _ = await asyncio.wait([stopped], timeout=10)
+    assert stopped in done
+    assert await dispatcher.pending() == 0  # the batch itself was delivered

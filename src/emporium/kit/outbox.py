@@ -129,6 +129,18 @@ FROM outbox WHERE processed_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCK
 _PROCESSED = "UPDATE outbox SET processed_at = now() WHERE id = ANY($1::bigint[])"
 
 
+def _raise_if_cancelled() -> None:
+    """Deliver a cancellation that something below swallowed.
+
+    A stop() landing while a batch was delivered was seen lost on Python 3.11: the batch
+    returned normally, the task stayed marked as cancelling, and every later
+    ``asyncio.timeout`` took its own expiry for that cancellation, so stop() waited for
+    ever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class OutboxDispatcher:
     def __init__(
         self,
@@ -217,6 +229,7 @@ class OutboxDispatcher:
                 log.exception("outbox.dispatch_failed")
                 backoff = min(backoff * 2, 30.0)
                 self._wake.clear()  # a failing consumer waits out its backoff
+            _raise_if_cancelled()
             # Not wait_for: on Python 3.11 it drops a cancellation that lands together
             # with the wake-up, and stop() would wait for ever.
             with contextlib.suppress(TimeoutError):
