@@ -96,12 +96,12 @@ class SearchIndexer:
         if stock:
             async with transaction(self.pool, single=True) as db:
                 free = await available_units(db, stock)
-        settled = await self._settled(stock, free)
+        stale = ids - await self._settled(stock, free)
         docs: dict[int, SearchDoc] = {}
-        if ids - settled:
+        if stale:
             async with self.maker() as session:
-                docs = await load_docs(session, ids - settled)
-        gone = sorted(ids - settled - docs.keys())
+                docs = await load_docs(session, stale)
+        gone = sorted(stale - docs.keys())
         changed = [d for i, d in docs.items() if self._known.get(i) != d]
         if changed:
             await asyncio.to_thread(self.index.upsert, changed)
