@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from emporium.inventory.gate import ProductGate
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
 
 
 async def test_at_most_the_limit_of_one_product_runs_at_once() -> None:
@@ -16,7 +25,8 @@ async def test_at_most_the_limit_of_one_product_runs_at_once() -> None:
     async def reserve(product_id: int, n: int) -> None:
         async with gate.enter(product_id):
             inside[product_id] += 1
-            assert gate.inside(product_id) == inside[product_id]
+            # A place is taken when it is handed over, before its caller runs.
+            assert inside[product_id] <= gate.inside(product_id) <= 2
             most[product_id] = max(most[product_id], inside[product_id])
             await asyncio.sleep(0.01)
             order.append(n)
@@ -43,4 +53,82 @@ async def test_a_failing_caller_leaves_its_place() -> None:
     assert gate.in_use() == 0
     async with gate.enter(7):
         assert gate.in_use() == 1
+    assert gate.in_use() == 0
+
+
+async def test_waving_the_queue_through_releases_every_waiter_without_a_place() -> None:
+    gate = ProductGate(limit=1)
+    holder_in, holder_out = asyncio.Event(), asyncio.Event()
+    turns: list[tuple[int, bool, int]] = []
+
+    async def holder() -> None:
+        async with gate.enter(3) as admitted:
+            assert admitted is True
+            holder_in.set()
+            await holder_out.wait()
+
+    async def buyer(n: int) -> None:
+        async with gate.enter(3) as admitted:
+            turns.append((n, admitted, gate.inside(3)))
+
+    first = asyncio.create_task(holder())
+    await holder_in.wait()
+    buyers = [asyncio.create_task(buyer(n)) for n in range(3)]
+    await until(lambda: gate.waiting(3) == 3)
+    assert gate.wave_through(3) == 3
+    await asyncio.gather(*buyers)
+    # Released while the holder still has the only place, in the order they came.
+    assert turns == [(0, False, 1), (1, False, 1), (2, False, 1)]
+    assert (gate.waiting(3), gate.inside(3)) == (0, 1)
+    holder_out.set()
+    await first
+    assert gate.in_use() == 0
+    assert gate.wave_through(3) == 0
+    async with gate.enter(3) as admitted:
+        assert (admitted, gate.inside(3)) == (True, 1)
+
+
+async def test_a_waiter_cancelled_in_the_queue_gives_up_its_place() -> None:
+    gate = ProductGate(limit=1)
+    order: list[str] = []
+
+    async def caller(name: str, hold: float) -> None:
+        async with gate.enter(5):
+            order.append(name)
+            await asyncio.sleep(hold)
+
+    first = asyncio.create_task(caller("first", 0.02))
+    await asyncio.sleep(0)
+    doomed = asyncio.create_task(caller("doomed", 0))
+    last = asyncio.create_task(caller("last", 0))
+    await until(lambda: gate.waiting(5) == 2)
+    doomed.cancel()
+    await asyncio.wait_for(asyncio.gather(first, last), 5)  # a lost place would hang here
+    assert doomed.cancelled()
+    assert order == ["first", "last"]
+    assert gate.in_use() == 0
+
+
+async def test_a_waiter_cancelled_as_it_is_let_in_passes_the_place_on() -> None:
+    gate = ProductGate(limit=1)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def caller(name: str) -> None:
+        async with gate.enter(6):
+            order.append(name)
+            if name == "first":
+                await release.wait()
+
+    first = asyncio.create_task(caller("first"))
+    await asyncio.sleep(0)
+    unlucky = asyncio.create_task(caller("unlucky"))
+    last = asyncio.create_task(caller("last"))
+    await until(lambda: gate.waiting(6) == 2)
+    release.set()
+    await until(lambda: gate.waiting(6) == 1)  # the first leaves and lets the next one in ...
+    unlucky.cancel()  # ... which is cancelled before it runs
+    await asyncio.wait_for(asyncio.gather(first, last), 5)  # a lost place would hang here
+    assert unlucky.cancelled()
+    assert order == ["first", "last"]
     assert gate.in_use() == 0

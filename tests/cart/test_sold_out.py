@@ -112,7 +112,7 @@ async def test_buyers_queued_when_it_sells_out_are_refused_outside_the_queue(
         async with gate.enter(timer):
             buyers = [asyncio.create_task(buy()) for _ in range(3)]
             for _ in range(500):
-                if gate._gates[timer][1] == 4:  # this holder and the three waiting
+                if gate.waiting(timer) == 3:
                     break
                 await asyncio.sleep(0.01)
             async with maker() as s, s.begin():

@@ -171,11 +171,11 @@ async def add_item(
         client_ip.get(),
     )
     result = None
-    async with gate.enter(product_id):
-        # The product may have sold out while this buyer waited its turn. The read that
-        # turns it away is then made after leaving the gate, so that the buyers queued
-        # behind it are not kept waiting for one read after another.
-        if hinted or not seen_sold_out(product_id):
+    async with gate.enter(product_id) as admitted:
+        # The product may have sold out while this buyer waited its turn (the queue is
+        # then waved through). The read that turns it away is made outside the queue,
+        # so that the buyers behind it are not kept waiting for one read after another.
+        if admitted and (hinted or not seen_sold_out(product_id)):
             result = await _add_or_reclaim(db, args, until)
     if result is None:
         await refuse_if_sold_out(db, product_id, quantity)

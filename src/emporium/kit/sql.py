@@ -9,6 +9,7 @@ with the same rules: commit on success, roll back on error, side effects after c
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -139,16 +140,46 @@ async def _keep_session_state(_: asyncpg.Connection) -> None:
     return None
 
 
+class FairPool(asyncpg.Pool):
+    """An asyncpg pool that hands out connections in the order they were asked for.
+
+    asyncpg's own pool gives a returned connection to whichever caller asks next: a
+    waiter woken for it that finds a newcomer took it first goes back to the end of the
+    line (asyncio.Queue). Under a burst of requests the earliest were then answered
+    last, after seconds. Here callers line up on a fair lock, and only the first of them
+    waits on the pool itself.
+    """
+
+    __slots__ = ("_line",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._line = asyncio.Lock()
+
+    # asyncpg's own signature, timeout included.
+    async def _acquire(self, timeout: float | None) -> PoolConnectionProxy[Any]:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout), self._line:
+            proxy: PoolConnectionProxy[Any] = await super()._acquire(None)  # type: ignore[misc]
+            return proxy
+
+
 async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
     """The plain connection pool of one server process."""
-    pool = await asyncpg.create_pool(
+    pool = FairPool(
         dsn,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
         min_size=min(2, size),
         max_size=size,
+        max_queries=50000,
+        max_inactive_connection_lifetime=300.0,
+        connect=None,
+        setup=None,
         init=_init_connection,
         reset=_keep_session_state,
+        loop=None,
     )
-    assert pool is not None
+    await pool
     return pool
 
 

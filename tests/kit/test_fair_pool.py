@@ -1,0 +1,82 @@
+"""The plain pool hands out connections in the order they were asked for."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from emporium.config import Settings
+from emporium.kit.sql import FairPool, create_pool, to_libpq_url
+
+
+async def serve_order(pool: asyncpg.Pool) -> list[str]:
+    """One connection, three callers waiting for it, and a newcomer asking on every turn
+    of the event loop, as requests read off the sockets do in a burst."""
+    served: list[str] = []
+
+    async def caller(name: str) -> None:
+        async with pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+            served.append(name)
+
+    first = await pool.acquire()
+    waiting = [asyncio.create_task(caller(n)) for n in ("a", "b", "c")]
+    await asyncio.sleep(0.05)
+    newcomers: list[asyncio.Task[None]] = []
+
+    async def stream() -> None:
+        while not all(t.done() for t in waiting) and len(newcomers) < 300:
+            newcomers.append(asyncio.create_task(caller(f"n{len(newcomers)}")))
+            await asyncio.sleep(0)
+
+    streaming = asyncio.create_task(stream())
+    await asyncio.sleep(0)
+    await pool.release(first)
+    await asyncio.wait_for(asyncio.gather(streaming, *waiting, *newcomers), 30)
+    await asyncio.wait_for(asyncio.gather(*newcomers), 30)
+    return served
+
+
+async def test_waiting_callers_are_served_before_later_ones(settings: Settings) -> None:
+    pool = await create_pool(to_libpq_url(str(settings.database_url)), 1)
+    assert isinstance(pool, FairPool)
+    try:
+        served = await serve_order(pool)
+    finally:
+        await pool.close()
+    assert served[:4] == ["a", "b", "c", "n0"]
+    assert served[3:] == [f"n{i}" for i in range(len(served) - 3)]
+
+
+async def test_asyncpg_pool_alone_lets_newcomers_ahead(settings: Settings) -> None:
+    # The reason for FairPool: on asyncpg's own pool, newcomers take the connection
+    # ahead of the callers that were waiting for it.
+    pool = await asyncpg.create_pool(
+        to_libpq_url(str(settings.database_url)), min_size=1, max_size=1
+    )
+    try:
+        served = await serve_order(pool)
+    finally:
+        await pool.close()
+    assert served[:3] != ["a", "b", "c"]
+
+
+async def test_an_acquire_timeout_covers_the_wait_in_line(settings: Settings) -> None:
+    pool = await create_pool(to_libpq_url(str(settings.database_url)), 1)
+    try:
+        held = await pool.acquire()
+        try:
+            await pool.acquire(timeout=0.05)
+        except TimeoutError:
+            timed_out = True
+        else:
+            timed_out = False
+        await pool.release(held)
+        # The line is free again: the connection is handed out at once.
+        async with pool.acquire(timeout=5) as conn:
+            assert await conn.fetchval("SELECT 2") == 2
+        assert pool.get_idle_size() == 1
+    finally:
+        await pool.close()
+    assert timed_out is True
