@@ -11,6 +11,7 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from emporium.cart.service import _ADD
 from emporium.inventory.gate import gate
 from emporium.inventory.reservations import _PRECHECK, _sold_out
 from emporium.kit import sql
@@ -85,45 +86,46 @@ async def test_restocked_product_is_sold_again_at_once(
     assert await stock_rows(maker, timer) == [(w1, 3, 3), (catalog["warehouse"]["W2"], 0, 0)]
 
 
-async def test_buyers_queued_when_it_sells_out_are_refused_outside_the_queue(
+async def test_buyers_queued_when_it_sells_out_get_the_answer_of_the_one_ahead(
     app: FastAPI,
     catalog: dict[str, Any],
     maker: async_sessionmaker[AsyncSession],
 ) -> None:
     # Three buyers wait their turn for the timer's last unit while another server process
-    # sells it. The first to get its turn finds out in its reservation; the two behind it
-    # make the read that refuses them after leaving the queue, not one after the other
-    # inside it.
+    # sells it. The first to get its turn finds out from the database; the two behind it
+    # are answered with that, with no statement of their own and no turn inside.
     timer = catalog["product"]["timer"]  # one unit, in W1
     _sold_out.pop(timer, None)
-    prechecks_inside: list[bool] = []
+    statements: list[str] = []
 
     def record(query: str, _: tuple[Any, ...]) -> None:
-        if query == _PRECHECK:
-            prechecks_inside.append(gate.inside(timer) > 0)
+        statements.append(query)
 
     async def buy() -> tuple[int, int]:
         async with AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as guest:
             r = await guest.post(ITEMS, json={"product_id": timer, "quantity": 1})
             return r.status_code, r.json().get("available", -1)
 
-    sql.listen(record)
+    async with gate.enter(timer):
+        buyers = [asyncio.create_task(buy()) for _ in range(3)]
+        for _ in range(500):
+            if gate.waiting(timer) == 3:
+                break
+            await asyncio.sleep(0.01)
+        # Waiting costs them no connection: the plain pool has none in use.
+        pool = app.state.pool
+        assert (gate.waiting(timer), pool.get_size() - pool.get_idle_size()) == (3, 0)
+        async with maker() as s, s.begin():
+            await s.execute(
+                update(Stock).where(Stock.product_id == timer).values(reserved=Stock.quantity)
+            )
+        sql.listen(record)
     try:
-        async with gate.enter(timer):
-            buyers = [asyncio.create_task(buy()) for _ in range(3)]
-            for _ in range(500):
-                if gate.waiting(timer) == 3:
-                    break
-                await asyncio.sleep(0.01)
-            async with maker() as s, s.begin():
-                await s.execute(
-                    update(Stock).where(Stock.product_id == timer).values(reserved=Stock.quantity)
-                )
         results = await asyncio.gather(*buyers)
     finally:
         sql.unlisten(record)
     assert results == [(409, 0)] * 3
-    assert prechecks_inside == [False, False]
+    assert statements == [_ADD]
     assert await stock_rows(maker, timer) == [
         (catalog["warehouse"]["W1"], 1, 1),
         (catalog["warehouse"]["W2"], 0, 0),

@@ -80,3 +80,32 @@ async def test_an_acquire_timeout_covers_the_wait_in_line(settings: Settings) ->
     finally:
         await pool.close()
     assert timed_out is True
+
+
+def lost(conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]) -> bool:
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:  # asyncpg detaches a lost connection from its proxy
+        return True
+
+
+async def test_a_connection_lost_in_use_gives_its_turn_back(settings: Settings) -> None:
+    dsn = to_libpq_url(str(settings.database_url))
+    pool = await create_pool(dsn, 1)
+    admin = await asyncpg.connect(dsn)
+    try:
+        async with pool.acquire() as conn:
+            await admin.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+            for _ in range(500):
+                if lost(conn):
+                    break
+                await asyncio.sleep(0.01)
+            assert lost(conn) is True
+        # The only turn came back with the lost connection: a new one is opened for it.
+        async with pool.acquire(timeout=5) as conn:
+            assert await conn.fetchval("SELECT 3") == 3
+        async with pool.acquire(timeout=5) as conn:
+            assert await conn.fetchval("SELECT 4") == 4
+    finally:
+        await admin.close()
+        await pool.close()

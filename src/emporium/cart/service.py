@@ -24,6 +24,7 @@ from emporium.catalog.errors import ProductNotFound
 from emporium.catalog.repository import ProductRepository
 from emporium.inventory.gate import gate
 from emporium.inventory.reservations import (
+    InsufficientStock,
     note_reserved,
     refuse,
     refuse_if_sold_out,
@@ -31,7 +32,6 @@ from emporium.inventory.reservations import (
     release_expired,
     release_units,
     reserve,
-    seen_sold_out,
 )
 from emporium.kit.errors import InvalidInput, NotFound
 from emporium.kit.logging import client_ip, correlation_id
@@ -154,7 +154,6 @@ async def add_item(
 ) -> tuple[schemas.CartView, str | None]:
     """Add units to a line, reserving them; returns the cart and a new guest token if any."""
     db = await Sql.from_(unit)
-    hinted = seen_sold_out(product_id)
     await refuse_if_sold_out(db, product_id, quantity)
     until = _until(ttl)
     # A fresh token, never the one the client sent: a client cannot choose its cart key.
@@ -170,17 +169,20 @@ async def add_item(
         correlation_id.get(),
         client_ip.get(),
     )
-    result = None
+    if gate.busy(product_id):
+        # The buyers ahead need connections more than a buyer waiting its turn does.
+        await db.pause()
     async with gate.enter(product_id) as admitted:
-        # The product may have sold out while this buyer waited its turn (the queue is
-        # then waved through). The read that turns it away is made outside the queue,
-        # so that the buyers behind it are not kept waiting for one read after another.
-        if admitted and (hinted or not seen_sold_out(product_id)):
+        if not admitted:
+            # A buyer ahead was turned away with nothing left while this one waited.
+            raise refuse(product_id, 0)
+        try:
             result = await _add_or_reclaim(db, args, until)
-    if result is None:
-        await refuse_if_sold_out(db, product_id, quantity)
-        async with gate.enter(product_id):  # units came back: queue again
-            result = await _add_or_reclaim(db, args, until)
+        except InsufficientStock as refused:
+            # No units and no expired hold to reclaim: the answer for the whole queue.
+            if refused.available == 0:
+                gate.wave_through(product_id)
+            raise
     written()
     note_reserved(product_id, result["reservations"], result["available"])
     lines = [

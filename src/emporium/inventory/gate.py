@@ -4,13 +4,14 @@ In a sell-out every buyer of one product needs the same stock rows. Queued in
 PostgreSQL, each waiter holds a connection and a backend, every hand-over of the row
 lock waits for the next backend to be scheduled, and the payments of orders already
 placed, which must update the same rows, queue behind all of them. Queued here,
-waiting costs a coroutine: one reservation per process reaches the rows at a time, and
-the payments get through.
+waiting costs a coroutine (a caller gives its pooled connection back before it waits):
+one reservation per process reaches the rows at a time, and the payments get through.
 
-Once the product is seen sold out, the queue is waved through at once: its buyers
-learn that from one read each, all together, instead of being let in one by one,
-which takes a turn of the event loop per buyer and leaves the earliest buyers waiting
-behind every later one.
+When the database turns a buyer away with no units left and none to reclaim, the queue
+behind it is waved through at once (``wave_through``): that answer came while they
+waited, so it is theirs too. Letting them in one by one to ask again would cost a
+database call and a turn of the event loop each, and leave the earliest buyers
+waiting behind every later one.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class ProductGate:
     @asynccontextmanager
     async def enter(self, product_id: int) -> AsyncIterator[bool]:
         """Wait for a place, first come first served. Yields True with a place, or False
-        when the queue was waved through (``wave_through``) before this caller's turn."""
+        when the queue was waved through (``wave_through``) before this caller's turn:
+        the product sold out meanwhile."""
         line = self._lines.setdefault(product_id, _Line())
         line.users += 1
         try:
@@ -85,7 +87,8 @@ class ProductGate:
                 turn.set_result(True)
 
     def wave_through(self, product_id: int) -> int:
-        """Release every caller waiting for this product without a place; returns how many."""
+        """Release every caller waiting for this product without a place, for it sold out;
+        returns how many."""
         line = self._lines.get(product_id)
         released = 0
         while line is not None and line.waiting:
@@ -94,6 +97,11 @@ class ProductGate:
                 turn.set_result(False)
                 released += 1
         return released
+
+    def busy(self, product_id: int) -> bool:
+        """Whether a caller arriving now would have to wait."""
+        line = self._lines.get(product_id)
+        return line is not None and (line.inside >= self.limit or bool(line.waiting))
 
     def inside(self, product_id: int) -> int:
         """Callers past the queue of this product, not waiting in it."""

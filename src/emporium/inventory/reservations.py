@@ -20,7 +20,6 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emporium.audit import service as audit
-from emporium.inventory.gate import gate
 from emporium.kit.errors import Conflict
 from emporium.kit.logging import client_ip, correlation_id
 from emporium.kit.outbox import record_event, written
@@ -180,8 +179,6 @@ def _note_free(product_id: int, free: int) -> None:
     if len(_sold_out) >= 10_000:
         _sold_out.clear()
     _sold_out[product_id] = time.monotonic()
-    # The buyers queued for it would each be let in only to find no units.
-    gate.wave_through(product_id)
 
 
 def note_reserved(product_id: int, reservations: int, free_after: int) -> None:

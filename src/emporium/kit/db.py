@@ -212,20 +212,45 @@ ReadSessionDep = Annotated[AsyncReadSession, Depends(get_read_session)]
 
 
 class _PoolTx(Sql):
-    """A unit of work on a plain-pool connection; its transaction opens on ``begin``."""
+    """A unit of work on a plain-pool connection; its transaction opens on ``begin``.
 
-    __slots__ = ("tx",)
+    Until then it may give its connection back (``pause``) and take another on its next
+    statement: a request waiting its turn for a product then holds no connection that
+    the requests ahead of it need.
+    """
 
-    def __init__(self, conn: PoolConnectionProxy[asyncpg.Record]) -> None:
+    __slots__ = ("_lease", "_pool", "tx")
+
+    def __init__(self, pool: asyncpg.Pool, conn: PoolConnectionProxy[asyncpg.Record]) -> None:
         super().__init__(conn)
+        self._pool = pool
+        self._lease: PoolConnectionProxy[asyncpg.Record] | None = conn
         self.tx: Transaction | None = None
+
+    async def _connection(self) -> PoolConnectionProxy[asyncpg.Record]:
+        if self._lease is None:
+            self._lease = self._conn = await self._pool.acquire()
+        return self._lease
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.tx is not None
+
+    async def pause(self) -> None:
+        if self.tx is None:
+            await self.close()
 
     async def begin(self) -> None:
         if self.tx is None:
-            tx = self._conn.transaction()
+            tx = (await self._connection()).transaction()
             await tx.start()
             self.tx = tx
             notify("BEGIN")
+
+    async def close(self) -> None:
+        if self._lease is not None:
+            lease, self._lease, self._conn = self._lease, None, None
+            await self._pool.release(lease)
 
 
 @asynccontextmanager
@@ -238,23 +263,27 @@ async def transaction(
     Commits on success and rolls back on error; callbacks registered with
     :func:`after_commit` run once it has committed.
     """
-    async with unit_of_work_callbacks() as committed, pool.acquire() as conn:
+    async with unit_of_work_callbacks() as committed:
         if single:
-            yield Sql(conn)
+            async with pool.acquire() as conn:
+                yield Sql(conn)
         else:
-            db = _PoolTx(conn)
-            if not lazy:
-                await db.begin()
+            db = _PoolTx(pool, await pool.acquire())
             try:
-                yield db
-            except BaseException:
+                if not lazy:
+                    await db.begin()
+                try:
+                    yield db
+                except BaseException:
+                    if db.tx is not None:
+                        await db.tx.rollback()
+                        notify("ROLLBACK")
+                    raise
                 if db.tx is not None:
-                    await db.tx.rollback()
-                    notify("ROLLBACK")
-                raise
-            if db.tx is not None:
-                await db.tx.commit()
-                notify("COMMIT")
+                    await db.tx.commit()
+                    notify("COMMIT")
+            finally:
+                await db.close()
         committed()
 
 

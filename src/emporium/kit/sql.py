@@ -45,7 +45,7 @@ class Sql:
         conn: asyncpg.Connection | PoolConnectionProxy[asyncpg.Record],
         owner: AsyncConnection | None = None,
     ) -> None:
-        self._conn = conn
+        self._conn: asyncpg.Connection | PoolConnectionProxy[asyncpg.Record] | None = conn
         self._owner = owner
 
     @classmethod
@@ -72,22 +72,31 @@ class Sql:
         costs no BEGIN and no ROLLBACK.
         """
 
+    async def pause(self) -> None:
+        """Give the connection back while nothing is open on it, before a wait; the next
+        statement takes one again. A no-op unless the unit of work is lazy."""
+
+    async def _connection(self) -> asyncpg.Connection | PoolConnectionProxy[asyncpg.Record]:
+        if self._conn is None:
+            raise asyncpg.InterfaceError("this unit of work is over")
+        return self._conn
+
     @property
     def in_transaction(self) -> bool:
-        return bool(self._conn.is_in_transaction())
+        return self._conn is not None and bool(self._conn.is_in_transaction())
 
     @asynccontextmanager
     async def atomic(self) -> AsyncIterator[None]:
         """A transaction of its own, or a savepoint inside the open one."""
-        async with self._conn.transaction():
+        async with (await self._connection()).transaction():
             yield
 
-    async def _run(self, method: Any, query: str, args: tuple[Any, ...]) -> Any:
+    async def _run(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
         DB_STATEMENTS.inc()
         for listener in _listeners:
             listener(query, args)
         try:
-            return await method(query, *args)
+            return await getattr(await self._connection(), method)(query, *args)
         except _DISCONNECTS:
             # A dead connection must not go back to the session's pool (the plain pool
             # checks its connections itself).
@@ -96,18 +105,18 @@ class Sql:
             raise
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        rows: list[asyncpg.Record] = await self._run(self._conn.fetch, query, args)
+        rows: list[asyncpg.Record] = await self._run("fetch", query, args)
         return rows
 
     async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
-        row: asyncpg.Record | None = await self._run(self._conn.fetchrow, query, args)
+        row: asyncpg.Record | None = await self._run("fetchrow", query, args)
         return row
 
     async def fetchval(self, query: str, *args: Any) -> Any:
-        return await self._run(self._conn.fetchval, query, args)
+        return await self._run("fetchval", query, args)
 
     async def execute(self, query: str, *args: Any) -> str:
-        status: str = await self._run(self._conn.execute, query, args)
+        status: str = await self._run("execute", query, args)
         return status
 
 
@@ -146,21 +155,38 @@ class FairPool(asyncpg.Pool):
     asyncpg's own pool gives a returned connection to whichever caller asks next: a
     waiter woken for it that finds a newcomer took it first goes back to the end of the
     line (asyncio.Queue). Under a burst of requests the earliest were then answered
-    last, after seconds. Here callers line up on a fair lock, and only the first of them
-    waits on the pool itself.
+    last, after seconds. Here a caller first takes one of ``max_size`` turns from a
+    semaphore, which hands a freed turn straight to the caller waiting longest, so the
+    pool always has a connection ready for it.
     """
 
-    __slots__ = ("_line",)
+    __slots__ = ("_held", "_turns")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._line = asyncio.Lock()
+    def __init__(self, *args: Any, max_size: int, **kwargs: Any) -> None:
+        super().__init__(*args, max_size=max_size, **kwargs)
+        self._turns = asyncio.Semaphore(max_size)
+        # The proxies handed out, by id: each gives its turn back once, however its
+        # connection ended (a connection lost while in use is already detached).
+        self._held: dict[int, PoolConnectionProxy[Any]] = {}
 
     # asyncpg's own signature, timeout included.
     async def _acquire(self, timeout: float | None) -> PoolConnectionProxy[Any]:  # noqa: ASYNC109
-        async with asyncio.timeout(timeout), self._line:
-            proxy: PoolConnectionProxy[Any] = await super()._acquire(None)  # type: ignore[misc]
-            return proxy
+        async with asyncio.timeout(timeout):
+            await self._turns.acquire()
+            try:
+                proxy: PoolConnectionProxy[Any] = await super()._acquire(None)  # type: ignore[misc]
+            except BaseException:
+                self._turns.release()
+                raise
+        self._held[id(proxy)] = proxy
+        return proxy
+
+    async def release(self, connection: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        try:
+            await super().release(connection, timeout=timeout)
+        finally:
+            if self._held.pop(id(connection), None) is not None:
+                self._turns.release()
 
 
 async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
