@@ -7,7 +7,8 @@ import asyncio
 import asyncpg
 
 from emporium.config import Settings
-from emporium.kit.sql import FairPool, create_pool, to_libpq_url
+from emporium.kit.pool import FairPool
+from emporium.kit.sql import create_pool, to_libpq_url
 
 
 async def serve_order(pool: asyncpg.Pool) -> list[str]:
@@ -109,3 +110,36 @@ async def test_a_connection_lost_in_use_gives_its_turn_back(settings: Settings) 
     finally:
         await admin.close()
         await pool.close()
+
+
+async def test_a_caller_asking_again_goes_ahead_of_first_askers(settings: Settings) -> None:
+    pool = await create_pool(to_libpq_url(str(settings.database_url)), 1)
+    assert isinstance(pool, FairPool)
+    served: list[str] = []
+
+    async def first_ask(name: str) -> None:
+        async with pool.acquire() as conn:
+            served.append(f"{name}:{await conn.fetchval('SELECT 1')}")
+
+    async def ask_again(name: str) -> None:
+        conn = await pool.acquire_again()
+        try:
+            served.append(f"{name}:{await conn.fetchval('SELECT 2')}")
+        finally:
+            await pool.release(conn)
+
+    try:
+        held = await pool.acquire()
+        callers = [asyncio.create_task(first_ask(n)) for n in ("a", "b")]
+        await asyncio.sleep(0.05)
+        callers += [asyncio.create_task(ask_again(n)) for n in ("back1", "back2")]
+        await asyncio.sleep(0.05)
+        callers.append(asyncio.create_task(first_ask("c")))
+        await asyncio.sleep(0.05)
+        assert served == []
+        await pool.release(held)
+        await asyncio.wait_for(asyncio.gather(*callers), 10)
+        assert pool.get_idle_size() == 1
+    finally:
+        await pool.close()
+    assert served == ["back1:2", "back2:2", "a:1", "b:1", "c:1"]

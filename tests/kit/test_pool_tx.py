@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 
 from emporium.config import Settings
 from emporium.kit.db import transaction
-from emporium.kit.sql import create_pool, to_libpq_url
+from emporium.kit.sql import Sql, create_pool, to_libpq_url
 
 
 def in_use(pool: asyncpg.Pool) -> int:
@@ -56,3 +58,32 @@ async def test_a_paused_unit_of_work_that_fails_leaves_nothing_behind(settings: 
             assert await conn.fetchval("SELECT to_regclass('pg_temp.scratch')") is None
     finally:
         await pool.close()
+
+
+async def test_back_from_a_pause_it_goes_ahead_of_new_units_of_work(settings: Settings) -> None:
+    pool = await create_pool(to_libpq_url(str(settings.database_url)), 1)
+    served: list[str] = []
+
+    async def newcomer() -> None:
+        async with transaction(pool, lazy=True) as other:
+            served.append(await other.fetchval("SELECT 'newcomer'"))
+
+    async def resume(db: Sql) -> None:
+        served.append(await db.fetchval("SELECT 'resumed'"))
+
+    try:
+        async with transaction(pool, lazy=True) as db:
+            await db.pause()
+            held = await pool.acquire()
+            first = asyncio.create_task(newcomer())
+            await asyncio.sleep(0.05)
+            back = asyncio.create_task(resume(db))
+            await asyncio.sleep(0.05)
+            assert served == []
+            await pool.release(held)
+            await asyncio.wait_for(back, 10)
+        await asyncio.wait_for(first, 10)
+        assert in_use(pool) == 0
+    finally:
+        await pool.close()
+    assert served == ["resumed", "newcomer"]

@@ -29,6 +29,7 @@ from emporium.kit.embedded import (
     to_asyncpg_url,
 )
 from emporium.kit.metrics import DB_STATEMENTS
+from emporium.kit.pool import FairPool
 from emporium.kit.sql import Sql, notify
 
 # Reads take the read type so they can later be routed to a replica.
@@ -229,7 +230,10 @@ class _PoolTx(Sql):
 
     async def _connection(self) -> PoolConnectionProxy[asyncpg.Record]:
         if self._lease is None:
-            self._lease = self._conn = await self._pool.acquire()
+            # Back from a pause: this unit of work has waited its turn once already.
+            pool = self._pool
+            again = pool.acquire_again() if isinstance(pool, FairPool) else pool.acquire()
+            self._lease = self._conn = await again
         return self._lease
 
     @property

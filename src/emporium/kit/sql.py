@@ -9,7 +9,6 @@ with the same rules: commit on success, roll back on error, side effects after c
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from emporium.kit import jsoncodec
 from emporium.kit.metrics import DB_STATEMENTS
+from emporium.kit.pool import FairPool
 
 Listener = Callable[[str, tuple[Any, ...]], None]
 # Statement observers (benchmarks capture a request's SQL), also told of the plain
@@ -147,46 +147,6 @@ async def _keep_session_state(_: asyncpg.Connection) -> None:
     # locks), so the default reset query on every release would be a wasted round trip.
     # asyncpg still rolls back any open transaction first.
     return None
-
-
-class FairPool(asyncpg.Pool):
-    """An asyncpg pool that hands out connections in the order they were asked for.
-
-    asyncpg's own pool gives a returned connection to whichever caller asks next: a
-    waiter woken for it that finds a newcomer took it first goes back to the end of the
-    line (asyncio.Queue). Under a burst of requests the earliest were then answered
-    last, after seconds. Here a caller first takes one of ``max_size`` turns from a
-    semaphore, which hands a freed turn straight to the caller waiting longest, so the
-    pool always has a connection ready for it.
-    """
-
-    __slots__ = ("_held", "_turns")
-
-    def __init__(self, *args: Any, max_size: int, **kwargs: Any) -> None:
-        super().__init__(*args, max_size=max_size, **kwargs)
-        self._turns = asyncio.Semaphore(max_size)
-        # The proxies handed out, by id: each gives its turn back once, however its
-        # connection ended (a connection lost while in use is already detached).
-        self._held: dict[int, PoolConnectionProxy[Any]] = {}
-
-    # asyncpg's own signature, timeout included.
-    async def _acquire(self, timeout: float | None) -> PoolConnectionProxy[Any]:  # noqa: ASYNC109
-        async with asyncio.timeout(timeout):
-            await self._turns.acquire()
-            try:
-                proxy: PoolConnectionProxy[Any] = await super()._acquire(None)  # type: ignore[misc]
-            except BaseException:
-                self._turns.release()
-                raise
-        self._held[id(proxy)] = proxy
-        return proxy
-
-    async def release(self, connection: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        try:
-            await super().release(connection, timeout=timeout)
-        finally:
-            if self._held.pop(id(connection), None) is not None:
-                self._turns.release()
 
 
 async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
