@@ -95,7 +95,13 @@ def test_serve_with_workers_stops_its_embedded_database_on_exit(tmp_path: Path) 
             time.sleep(0.1)
         else:
             raise AssertionError("the server did not become ready")
-        running = json.loads(handles.read_text())
+        # One worker answering ready says nothing of the other, which may still be
+        # starting: wait for it to take its handle too.
+        for _ in range(600):
+            running = json.loads(handles.read_text())
+            if len(running) == 3:
+                break
+            time.sleep(0.1)
         assert proc.pid in running
         assert len(running) == 3  # the supervisor and its two workers
         assert (data / "pg" / "postmaster.pid").exists()
