@@ -50,19 +50,6 @@ async def test_waiting_callers_are_served_before_later_ones(settings: Settings) 
     assert served[3:] == [f"n{i}" for i in range(len(served) - 3)]
 
 
-async def test_asyncpg_pool_alone_lets_newcomers_ahead(settings: Settings) -> None:
-    # The reason for FairPool: on asyncpg's own pool, newcomers take the connection
-    # ahead of the callers that were waiting for it.
-    pool = await asyncpg.create_pool(
-        to_libpq_url(str(settings.database_url)), min_size=1, max_size=1
-    )
-    try:
-        served = await serve_order(pool)
-    finally:
-        await pool.close()
-    assert served[:3] != ["a", "b", "c"]
-
-
 async def test_an_acquire_timeout_covers_the_wait_in_line(settings: Settings) -> None:
     pool = await create_pool(to_libpq_url(str(settings.database_url)), 1)
     try:
