@@ -236,10 +236,6 @@ class _PoolTx(Sql):
             self._lease = self._conn = await again
         return self._lease
 
-    @property
-    def in_transaction(self) -> bool:
-        return self.tx is not None
-
     async def pause(self) -> None:
         if self.tx is None:
             await self.close()
