@@ -62,6 +62,9 @@ def dsn() -> str:
 class Stats:
     latencies: list[float] = field(default_factory=list)
     cart_latencies: list[float] = field(default_factory=list)
+    # Of those, the buyers' who got a cart line and the buyers' turned away (409).
+    granted_latencies: list[float] = field(default_factory=list)
+    refused_latencies: list[float] = field(default_factory=list)
     orders: int = 0
     rejected: int = 0
     last_order_at: float = 0.0
@@ -103,13 +106,16 @@ async def buy(client: Client, token: str, product_id: int, stats: Stats) -> bool
     status = await client.post(
         "/api/v1/cart/items", {"product_id": product_id, "quantity": 1}, headers
     )
-    stats.cart_latencies.append((time.perf_counter() - t) * 1000)
+    latency = (time.perf_counter() - t) * 1000
+    stats.cart_latencies.append(latency)
     if status == 409:
         stats.rejected += 1
+        stats.refused_latencies.append(latency)
         return False
     if status >= 300:
         stats.errors[status] = stats.errors.get(status, 0) + 1
         return False
+    stats.granted_latencies.append(latency)
     t = time.perf_counter()
     status = await client.post(
         "/api/v1/checkout",
@@ -276,6 +282,11 @@ async def flash(
     )
     print(
         f"  checkout latency {pct(stats.latencies)}; add-to-cart latency {pct(stats.cart_latencies)}"
+    )
+    # A buyer who came early and lost waits for the sale to end before its 409.
+    print(
+        f"  add-to-cart latency of buyers who got the unit {pct(stats.granted_latencies)}, "
+        f"of buyers turned away {pct(stats.refused_latencies)}"
     )
     attempts = len(stats.cart_latencies)
     print(f"  SQL statements per buyer (add to cart [+ checkout]): {spent / max(attempts, 1):.1f}")
