@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Annotated, NewType
+from typing import Annotated, NewType, cast
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -220,21 +220,20 @@ class _PoolTx(Sql):
     the requests ahead of it need.
     """
 
-    __slots__ = ("_lease", "_pool", "tx")
+    __slots__ = ("_pool", "tx")
 
     def __init__(self, pool: asyncpg.Pool, conn: PoolConnectionProxy[asyncpg.Record]) -> None:
         super().__init__(conn)
         self._pool = pool
-        self._lease: PoolConnectionProxy[asyncpg.Record] | None = conn
         self.tx: Transaction | None = None
 
-    async def _connection(self) -> PoolConnectionProxy[asyncpg.Record]:
-        if self._lease is None:
+    async def _connection(self) -> asyncpg.Connection | PoolConnectionProxy[asyncpg.Record]:
+        if self._conn is None:
             # Back from a pause: this unit of work has waited its turn once already.
             pool = self._pool
             again = pool.acquire_again() if isinstance(pool, FairPool) else pool.acquire()
-            self._lease = self._conn = await again
-        return self._lease
+            self._conn = await again
+        return self._conn
 
     async def pause(self) -> None:
         if self.tx is None:
@@ -248,9 +247,11 @@ class _PoolTx(Sql):
             notify("BEGIN")
 
     async def close(self) -> None:
-        if self._lease is not None:
-            lease, self._lease, self._conn = self._lease, None, None
-            await self._pool.release(lease)
+        if self._conn is not None:
+            # Only ever a connection of this pool (the constructor's, or _connection's).
+            conn = cast("PoolConnectionProxy[asyncpg.Record]", self._conn)
+            self._conn = None
+            await self._pool.release(conn)
 
 
 @asynccontextmanager
