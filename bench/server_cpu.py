@@ -146,6 +146,7 @@ async def main() -> None:
     p.add_argument("--clients", type=int, default=64)
     p.add_argument("--products", type=int, default=10000)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--dump", help="with --profile, also write the raw profile here (pstats)")
     p.add_argument("--no-background", action="store_true", help="no outbox dispatcher or jobs")
     p.add_argument("--start-at", type=float, help="measure from this Unix time ...")
     p.add_argument("--window", type=float, default=10.0, help="... for this many seconds")
@@ -190,6 +191,8 @@ async def main() -> None:
     print(line + (" (under the profiler)" if profile else ""))
     if profile is not None:
         print("\n".join(packages(profile, 20)))
+        if args.dump:
+            profile.dump_stats(args.dump)
 
 
 if __name__ == "__main__":

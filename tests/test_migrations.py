@@ -70,16 +70,26 @@ def _state(dsn: str) -> tuple[str | None, list[str], str | None]:
     return asyncio.run(read())
 
 
+def _functions(dsn: str, name: str) -> int:
+    rows = asyncio.run(_query(dsn, f"SELECT count(*) AS n FROM pg_proc WHERE proname = '{name}'"))
+    return int(rows[0]["n"])
+
+
 def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     url = to_asyncpg_url(scratch)
     cfg = alembic_config(url)
     upgrade(url)
     version, tables, delete = _state(scratch)
-    assert version == "0008"
+    assert version == "0009"
+    assert _functions(scratch, "cart_add_items") == 1
     assert len(tables) == 19
     assert (
         delete == "DELETE FROM reservations WHERE cart_id = v_cart AND id IN (SELECT id FROM holds)"
     )
+
+    command.downgrade(cfg, "0008")
+    assert _state(scratch) == ("0008", tables, delete)
+    assert _functions(scratch, "cart_add_items") == 0
 
     command.downgrade(cfg, "0007")
     assert _state(scratch) == (
@@ -92,4 +102,5 @@ def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     assert _state(scratch) == (None, ["alembic_version"], None)
 
     upgrade(url)
-    assert _state(scratch) == ("0008", tables, delete)
+    assert _state(scratch) == ("0009", tables, delete)
+    assert _functions(scratch, "cart_add_items") == 1

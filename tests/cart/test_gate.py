@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from emporium.inventory.gate import ProductGate
+from emporium.inventory.gate import Kind, ProductGate
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -59,17 +59,17 @@ async def test_a_failing_caller_leaves_its_place() -> None:
 async def test_waving_the_queue_through_releases_every_waiter_without_a_place() -> None:
     gate = ProductGate(limit=1)
     holder_in, holder_out = asyncio.Event(), asyncio.Event()
-    turns: list[tuple[int, bool, int]] = []
+    turns: list[tuple[int, Kind, int]] = []
 
     async def holder() -> None:
-        async with gate.enter(3) as admitted:
-            assert admitted is True
+        async with gate.enter(3) as turn:
+            assert turn.kind is Kind.LEAD
             holder_in.set()
             await holder_out.wait()
 
     async def buyer(n: int) -> None:
-        async with gate.enter(3) as admitted:
-            turns.append((n, admitted, gate.inside(3)))
+        async with gate.enter(3, payload=n) as turn:
+            turns.append((n, turn.kind, gate.inside(3)))
 
     first = asyncio.create_task(holder())
     await holder_in.wait()
@@ -78,14 +78,14 @@ async def test_waving_the_queue_through_releases_every_waiter_without_a_place() 
     assert gate.wave_through(3) == 3
     await asyncio.gather(*buyers)
     # Released while the holder still has the only place, in the order they came.
-    assert turns == [(0, False, 1), (1, False, 1), (2, False, 1)]
+    assert turns == [(0, Kind.WAVED, 1), (1, Kind.WAVED, 1), (2, Kind.WAVED, 1)]
     assert (gate.waiting(3), gate.inside(3)) == (0, 1)
     holder_out.set()
     await first
     assert gate.in_use() == 0
     assert gate.wave_through(3) == 0
-    async with gate.enter(3) as admitted:
-        assert (admitted, gate.inside(3)) == (True, 1)
+    async with gate.enter(3) as turn:
+        assert (turn.kind, gate.inside(3)) == (Kind.LEAD, 1)
 
 
 async def test_a_waiter_cancelled_in_the_queue_gives_up_its_place() -> None:
@@ -131,4 +131,83 @@ async def test_a_waiter_cancelled_as_it_is_let_in_passes_the_place_on() -> None:
     await asyncio.wait_for(asyncio.gather(first, last), 5)  # a lost place would hang here
     assert unlucky.cancelled()
     assert order == ["first", "last"]
+    assert gate.in_use() == 0
+
+
+async def test_the_caller_let_in_takes_the_queued_callers_along_and_serves_them() -> None:
+    gate = ProductGate(limit=1)
+    holder_in, holder_out = asyncio.Event(), asyncio.Event()
+    answers: dict[str, object] = {}
+
+    async def holder() -> None:
+        async with gate.enter(4):
+            holder_in.set()
+            await holder_out.wait()
+
+    async def leader() -> None:
+        async with gate.enter(4, payload="lead") as turn:
+            assert turn.kind is Kind.LEAD
+            riders = gate.take_riders(4, 2)
+            # The first two queued that carry a payload, in the order they came; the
+            # caller with none stays queued, and so does the one past the limit.
+            assert [r.payload for r in riders] == ["a", "c"]
+            assert gate.waiting(4) == 2
+            for rider in riders:
+                rider.serve(f"done {rider.payload}")
+            answers["lead"] = "own"
+
+    async def caller(name: str | None, label: str) -> None:
+        async with gate.enter(4, payload=name) as turn:
+            answers[label] = (turn.kind, turn.outcome, gate.inside(4))
+
+    first = asyncio.create_task(holder())
+    await holder_in.wait()
+    tasks = [asyncio.create_task(leader())]
+    await until(lambda: gate.waiting(4) == 1)
+    for name, label in (("a", "a"), (None, "plain"), ("c", "c"), ("d", "d")):
+        tasks.append(asyncio.create_task(caller(name, label)))
+        await until(lambda n=len(tasks): gate.waiting(4) == n)
+    holder_out.set()
+    await asyncio.wait_for(asyncio.gather(first, *tasks), 5)
+    # Served while the leader held the only place; the others took a place in turn.
+    assert answers == {
+        "lead": "own",
+        "a": (Kind.SERVED, "done a", 1),
+        "c": (Kind.SERVED, "done c", 1),
+        "plain": (Kind.LEAD, None, 1),
+        "d": (Kind.LEAD, None, 1),
+    }
+    assert gate.in_use() == 0
+
+
+async def test_a_rider_cancelled_before_it_is_served_is_left_out() -> None:
+    gate = ProductGate(limit=1)
+    holder_in, holder_out = asyncio.Event(), asyncio.Event()
+    taken: list[object] = []
+
+    async def holder() -> None:
+        async with gate.enter(8):
+            holder_in.set()
+            await holder_out.wait()
+            riders = gate.take_riders(8, 5)
+            taken.extend(r.payload for r in riders)
+            for rider in riders:
+                rider.serve("done")
+
+    async def caller(name: str) -> object:
+        async with gate.enter(8, payload=name) as turn:
+            return turn.outcome
+
+    first = asyncio.create_task(holder())
+    await holder_in.wait()
+    doomed = asyncio.create_task(caller("doomed"))
+    kept = asyncio.create_task(caller("kept"))
+    await until(lambda: gate.waiting(8) == 2)
+    doomed.cancel()
+    await until(lambda: gate.waiting(8) == 1)
+    holder_out.set()
+    assert await asyncio.wait_for(kept, 5) == "done"
+    await first
+    assert doomed.cancelled()
+    assert taken == ["kept"]
     assert gate.in_use() == 0

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from emporium.cart.service import _ADD
+from emporium.cart import service as cart_service
 from emporium.inventory.gate import gate
 from emporium.inventory.reservations import _PRECHECK, _sold_out
 from emporium.kit import sql
@@ -90,10 +91,13 @@ async def test_buyers_queued_when_it_sells_out_get_the_answer_of_the_one_ahead(
     app: FastAPI,
     catalog: dict[str, Any],
     maker: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Three buyers wait their turn for the timer's last unit while another server process
-    # sells it. The first to get its turn finds out from the database; the two behind it
-    # are answered with that, with no statement of their own and no turn inside.
+    # sells it. The first to get its turn asks the database for itself and the one behind
+    # it (one rider at most here); the third is answered with that, with no statement of
+    # its own and no turn inside.
+    monkeypatch.setattr(cart_service, "RIDERS", 1)
     timer = catalog["product"]["timer"]  # one unit, in W1
     _sold_out.pop(timer, None)
     statements: list[str] = []
@@ -125,7 +129,7 @@ async def test_buyers_queued_when_it_sells_out_get_the_answer_of_the_one_ahead(
     finally:
         sql.unlisten(record)
     assert results == [(409, 0)] * 3
-    assert statements == [_ADD]
+    assert statements == [cart_service._ADD_MANY]
     assert await stock_rows(maker, timer) == [
         (catalog["warehouse"]["W1"], 1, 1),
         (catalog["warehouse"]["W2"], 0, 0),
