@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Cookie, Depends, FastAPI, Request, Response, status
 
-from emporium.auth.dependencies import OptionalTxUser, OptionalUser
+from emporium.auth.dependencies import SECURED, OptionalUser, optional_tx_user
 from emporium.cart import schemas
 from emporium.cart import service as cart
 from emporium.catalog.endpoints import ProductId
@@ -34,10 +34,13 @@ Owner = Annotated[cart.CartOwner, Depends(cart_owner)]
 
 
 async def tx_cart_owner(
-    user: OptionalTxUser,
+    request: Request,
+    db: TxDep,
     emporium_cart: Annotated[str | None, Cookie(max_length=128)] = None,
 ) -> cart.CartOwner:
-    """``cart_owner`` for endpoints on the plain-SQL unit of work (TxDep)."""
+    """``cart_owner`` for endpoints on the plain-SQL unit of work (TxDep); their routes
+    declare ``SECURED``."""
+    user = await optional_tx_user(request, db)
     if user is not None:
         return cart.CartOwner(user=user)
     return cart.CartOwner(user=None, guest_token=emporium_cart)
@@ -80,6 +83,7 @@ async def get_cart(request: Request, session: SessionDep, owner: Owner) -> schem
         **ProductNotFound.responses(),
         **InsufficientStock.responses(),
     },
+    openapi_extra=SECURED,
 )
 async def add_item(
     request: Request,

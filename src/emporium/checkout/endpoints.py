@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 
-from emporium.auth.dependencies import StandaloneUser
+from emporium.auth.dependencies import SECURED, StandaloneUser
 from emporium.checkout.idempotency import IdempotencyInProgress, IdempotencyKeyReused
 from emporium.checkout.schemas import CheckoutRequest
 from emporium.checkout.service import CheckoutService, PaymentUnavailableError
@@ -30,6 +30,7 @@ router = APIRouter(tags=["checkout"])
         **PaymentUnavailableError.responses(),
         402: {"description": "payment_declined"},
     },
+    openapi_extra=SECURED,
 )
 async def checkout(
     request: Request,
