@@ -4,6 +4,9 @@ keep the buyers behind it waiting."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -13,12 +16,27 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.cart import service as cart_service
-from emporium.inventory.gate import gate
-from emporium.inventory.reservations import _PRECHECK, _sold_out
+from emporium.inventory.gate import ProductGate, gate
+from emporium.inventory.reservations import _PRECHECK, _sold_out, glances
 from emporium.kit import sql
 from emporium.models import Stock
 from tests.cart import ITEMS, reservation_rows, stock_rows
 from tests.fixtures import auth
+
+
+@contextmanager
+def recording() -> Iterator[list[str]]:
+    """The statements run through the plain-SQL layer meanwhile."""
+    seen: list[str] = []
+
+    def record(query: str, _: tuple[Any, ...]) -> None:
+        seen.append(query)
+
+    sql.listen(record)
+    try:
+        yield seen
+    finally:
+        sql.unlisten(record)
 
 
 async def test_a_sold_out_product_is_refused_without_a_transaction(
@@ -32,18 +50,10 @@ async def test_a_sold_out_product_is_refused_without_a_transaction(
         r = await guest.post(ITEMS, json={"product_id": timer, "quantity": 1})
         assert (r.status_code, r.json()["lines"][0]["available"]) == (200, 0)
     stock, holds = await stock_rows(maker, timer), await reservation_rows(maker)
-    seen: list[str] = []
-
-    def record(query: str, _: tuple[Any, ...]) -> None:
-        seen.append(query)
-
-    sql.listen(record)
-    try:
+    with recording() as seen:
         r = await client.post(
             ITEMS, json={"product_id": timer, "quantity": 1}, headers=auth("customer")
         )
-    finally:
-        sql.unlisten(record)
     assert (r.status_code, r.json()["error"], r.json()["available"]) == (
         409,
         "insufficient_stock",
@@ -87,6 +97,38 @@ async def test_restocked_product_is_sold_again_at_once(
     assert await stock_rows(maker, timer) == [(w1, 3, 3), (catalog["warehouse"]["W2"], 0, 0)]
 
 
+async def _guests_queued_at(
+    app: FastAPI,
+    queue: ProductGate,
+    product_id: int,
+    quantities: list[int],
+    meanwhile: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[list[tuple[int, int]], list[str]]:
+    """Guests who ask for the product while the test holds its turn in ``queue``, then
+    are let go: their (status, available) and the statements made after they queued."""
+
+    async def buy(quantity: int) -> tuple[int, int]:
+        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as guest:
+            r = await guest.post(ITEMS, json={"product_id": product_id, "quantity": quantity})
+            return r.status_code, r.json().get("available", -1)
+
+    with recording() as statements:
+        async with queue.enter(product_id):
+            buyers = [asyncio.create_task(buy(q)) for q in quantities]
+            for _ in range(500):
+                if queue.waiting(product_id) == len(quantities):
+                    break
+                await asyncio.sleep(0.01)
+            # Waiting costs them no connection: the plain pool has none in use.
+            pool = app.state.pool
+            waiting, in_use = queue.waiting(product_id), pool.get_size() - pool.get_idle_size()
+            assert (waiting, in_use) == (len(quantities), 0)
+            if meanwhile is not None:
+                await meanwhile()
+        results = await asyncio.gather(*buyers)
+    return results, statements
+
+
 async def test_buyers_queued_when_it_sells_out_get_the_answer_of_the_one_ahead(
     app: FastAPI,
     catalog: dict[str, Any],
@@ -100,34 +142,14 @@ async def test_buyers_queued_when_it_sells_out_get_the_answer_of_the_one_ahead(
     monkeypatch.setattr(cart_service, "RIDERS", 1)
     timer = catalog["product"]["timer"]  # one unit, in W1
     _sold_out.pop(timer, None)
-    statements: list[str] = []
 
-    def record(query: str, _: tuple[Any, ...]) -> None:
-        statements.append(query)
-
-    async def buy() -> tuple[int, int]:
-        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as guest:
-            r = await guest.post(ITEMS, json={"product_id": timer, "quantity": 1})
-            return r.status_code, r.json().get("available", -1)
-
-    async with gate.enter(timer):
-        buyers = [asyncio.create_task(buy()) for _ in range(3)]
-        for _ in range(500):
-            if gate.waiting(timer) == 3:
-                break
-            await asyncio.sleep(0.01)
-        # Waiting costs them no connection: the plain pool has none in use.
-        pool = app.state.pool
-        assert (gate.waiting(timer), pool.get_size() - pool.get_idle_size()) == (3, 0)
+    async def sell_elsewhere() -> None:
         async with maker() as s, s.begin():
             await s.execute(
                 update(Stock).where(Stock.product_id == timer).values(reserved=Stock.quantity)
             )
-        sql.listen(record)
-    try:
-        results = await asyncio.gather(*buyers)
-    finally:
-        sql.unlisten(record)
+
+    results, statements = await _guests_queued_at(app, gate, timer, [1, 1, 1], sell_elsewhere)
     assert results == [(409, 0)] * 3
     assert statements == [cart_service._ADD_MANY]
     assert await stock_rows(maker, timer) == [
@@ -136,3 +158,28 @@ async def test_buyers_queued_when_it_sells_out_get_the_answer_of_the_one_ahead(
     ]
     assert await reservation_rows(maker) == []
     assert gate.in_use() == 0
+
+
+async def test_buyers_arriving_during_a_sold_out_read_share_the_next_one(
+    app: FastAPI,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    # The timer is known sold out here. While one read of its stock is on its way (the
+    # test holds that turn), three more buyers come: the next read, sent after all of
+    # them arrived, answers the three.
+    timer = catalog["product"]["timer"]  # one unit, in W1
+    async with maker() as s, s.begin():
+        await s.execute(
+            update(Stock).where(Stock.product_id == timer).values(reserved=Stock.quantity)
+        )
+    _sold_out[timer] = time.monotonic()
+    results, statements = await _guests_queued_at(app, glances, timer, [1, 2, 1])
+    assert results == [(409, 0)] * 3
+    assert statements == [_PRECHECK]
+    assert await stock_rows(maker, timer) == [
+        (catalog["warehouse"]["W1"], 1, 1),
+        (catalog["warehouse"]["W2"], 0, 0),
+    ]
+    assert await reservation_rows(maker) == []
+    assert (glances.in_use(), gate.in_use()) == (0, 0)

@@ -20,6 +20,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emporium.audit import service as audit
+from emporium.inventory.gate import Kind, ProductGate
 from emporium.kit.errors import Conflict
 from emporium.kit.logging import client_ip, correlation_id
 from emporium.kit.outbox import record_event, written
@@ -151,12 +152,39 @@ async def precheck(db: Sql, product_id: int) -> tuple[int, bool]:
 
 async def refuse_if_sold_out(db: Sql, product_id: int, quantity: int) -> None:
     """For a product this process saw sold out: refuse after one read, with no lock and
-    no transaction, when the units are not there and no expired hold could free them."""
+    no transaction, when the units are not there and no expired hold could free them.
+
+    Buyers who come while such a read is on its way wait for the next one, which answers
+    them all: it is sent after each of them arrived, so its answer is as fresh as one of
+    their own, and a flood of refusals costs a read per turn rather than per buyer."""
     if not seen_sold_out(product_id):
         return
-    row = await db.fetchrow(_PRECHECK, product_id)
+    if glances.busy(product_id):
+        await db.pause()
+    async with glances.enter(product_id, quantity) as turn:
+        if turn.kind is Kind.SERVED:
+            row = turn.outcome
+        else:
+            riders = glances.take_riders(product_id, GLANCE_RIDERS)
+            try:
+                row = await db.fetchrow(_PRECHECK, product_id)
+            except BaseException as exc:
+                failed = exc if isinstance(exc, Exception) else RuntimeError("read interrupted")
+                for rider in riders:
+                    rider.serve(failed)
+                raise
+            for rider in riders:
+                rider.serve(row)
+    if isinstance(row, Exception):
+        raise row
     if row is not None and row["is_active"] and row["free"] < quantity and not row["reclaimable"]:
         raise refuse(product_id, row["free"])
+
+
+# One read of a sold-out product's stock at a time per process; the buyers who come
+# meanwhile share the next.
+glances = ProductGate()
+GLANCE_RIDERS = 1000
 
 
 # Products this process lately saw with no free stock. For them, add to cart reads the
