@@ -16,9 +16,10 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.cart import service as cart_service
-from emporium.inventory.gate import ProductGate, gate
+from emporium.inventory.gate import gate
 from emporium.inventory.reservations import _PRECHECK, _sold_out, glances
 from emporium.kit import sql
+from emporium.kit.gate import Gate
 from emporium.models import Stock
 from tests.cart import ITEMS, reservation_rows, stock_rows
 from tests.fixtures import auth
@@ -99,7 +100,7 @@ async def test_restocked_product_is_sold_again_at_once(
 
 async def _guests_queued_at(
     app: FastAPI,
-    queue: ProductGate,
+    queue: Gate,
     product_id: int,
     quantities: list[int],
     meanwhile: Callable[[], Awaitable[None]] | None = None,

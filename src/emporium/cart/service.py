@@ -22,7 +22,7 @@ from emporium.cart import schemas
 from emporium.cart.repository import CartRepository
 from emporium.catalog.errors import ProductNotFound
 from emporium.catalog.repository import ProductRepository
-from emporium.inventory.gate import Kind, Rider, gate
+from emporium.inventory.gate import gate
 from emporium.inventory.reservations import (
     InsufficientStock,
     note_reserved,
@@ -34,6 +34,7 @@ from emporium.inventory.reservations import (
     reserve,
 )
 from emporium.kit.errors import InvalidInput, NotFound
+from emporium.kit.gate import Kind, Rider
 from emporium.kit.logging import client_ip, correlation_id
 from emporium.kit.outbox import written
 from emporium.kit.sql import Sql

@@ -20,8 +20,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emporium.audit import service as audit
-from emporium.inventory.gate import Kind, ProductGate
 from emporium.kit.errors import Conflict
+from emporium.kit.gate import Gate, Kind
 from emporium.kit.logging import client_ip, correlation_id
 from emporium.kit.outbox import record_event, written
 from emporium.kit.sql import Sql
@@ -183,7 +183,7 @@ async def refuse_if_sold_out(db: Sql, product_id: int, quantity: int) -> None:
 
 # One read of a sold-out product's stock at a time per process; the buyers who come
 # meanwhile share the next.
-glances = ProductGate()
+glances = Gate()
 GLANCE_RIDERS = 1000
 
 

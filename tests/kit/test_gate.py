@@ -1,11 +1,11 @@
-"""The per-process queue in front of a product's stock rows."""
+"""The per-process queue per key (emporium.kit.gate)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 
-from emporium.inventory.gate import Kind, ProductGate
+from emporium.kit.gate import Gate, Kind
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -17,7 +17,7 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 async def test_at_most_the_limit_of_one_product_runs_at_once() -> None:
-    gate = ProductGate(limit=2)
+    gate = Gate(limit=2)
     inside = {1: 0, 2: 0}
     most = {1: 0, 2: 0}
     order: list[int] = []
@@ -42,7 +42,7 @@ async def test_at_most_the_limit_of_one_product_runs_at_once() -> None:
 
 
 async def test_a_failing_caller_leaves_its_place() -> None:
-    gate = ProductGate(limit=1)
+    gate = Gate(limit=1)
 
     async def refused() -> None:
         async with gate.enter(7):
@@ -57,7 +57,7 @@ async def test_a_failing_caller_leaves_its_place() -> None:
 
 
 async def test_waving_the_queue_through_releases_every_waiter_without_a_place() -> None:
-    gate = ProductGate(limit=1)
+    gate = Gate(limit=1)
     holder_in, holder_out = asyncio.Event(), asyncio.Event()
     turns: list[tuple[int, Kind, int]] = []
 
@@ -89,7 +89,7 @@ async def test_waving_the_queue_through_releases_every_waiter_without_a_place() 
 
 
 async def test_a_waiter_cancelled_in_the_queue_gives_up_its_place() -> None:
-    gate = ProductGate(limit=1)
+    gate = Gate(limit=1)
     order: list[str] = []
 
     async def caller(name: str, hold: float) -> None:
@@ -110,7 +110,7 @@ async def test_a_waiter_cancelled_in_the_queue_gives_up_its_place() -> None:
 
 
 async def test_a_waiter_cancelled_as_it_is_let_in_passes_the_place_on() -> None:
-    gate = ProductGate(limit=1)
+    gate = Gate(limit=1)
     order: list[str] = []
     release = asyncio.Event()
 
@@ -135,7 +135,7 @@ async def test_a_waiter_cancelled_as_it_is_let_in_passes_the_place_on() -> None:
 
 
 async def test_the_caller_let_in_takes_the_queued_callers_along_and_serves_them() -> None:
-    gate = ProductGate(limit=1)
+    gate = Gate(limit=1)
     holder_in, holder_out = asyncio.Event(), asyncio.Event()
     answers: dict[str, object] = {}
 
@@ -181,7 +181,7 @@ async def test_the_caller_let_in_takes_the_queued_callers_along_and_serves_them(
 
 
 async def test_a_rider_cancelled_before_it_is_served_is_left_out() -> None:
-    gate = ProductGate(limit=1)
+    gate = Gate(limit=1)
     holder_in, holder_out = asyncio.Event(), asyncio.Event()
     taken: list[object] = []
 
