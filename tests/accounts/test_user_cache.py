@@ -3,6 +3,7 @@ for unknown tokens; login sessions still end at once."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -11,7 +12,8 @@ from httpx import AsyncClient
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from emporium.auth.service import UserCache, hash_token
+from emporium.auth.service import _BY_TOKENS, UserCache, _token_reads, hash_token
+from emporium.kit import sql
 from emporium.kit.metrics import DB_STATEMENTS
 from emporium.models import User
 from tests.fixtures import TOKENS, auth
@@ -137,3 +139,36 @@ async def test_a_session_user_is_read_once_and_logout_still_ends_the_session(
     assert r.status_code == 204
     status, body, _ = await _me(client, session)
     assert (status, body["error"]) == (401, "unauthorized")
+
+
+async def test_callers_who_come_during_a_token_read_share_the_next_one(
+    client: AsyncClient, catalog: dict[str, Any], clock: Clock
+) -> None:
+    # While one token read is on its way (the test holds that turn), four callers come
+    # with tokens the cache does not hold: one statement reads all of theirs.
+    who = ["customer", "acme", "admin"]
+    calls = [*(auth(w) for w in who), {"Authorization": "Bearer no-such-token"}]
+    seen: list[str] = []
+
+    def record(query: str, _: tuple[Any, ...]) -> None:
+        seen.append(query)
+
+    sql.listen(record)
+    try:
+        async with _token_reads.enter(None):
+            tasks = [asyncio.create_task(client.get(ME, headers=h)) for h in calls]
+            for _ in range(500):
+                if _token_reads.waiting(None) == len(calls):
+                    break
+                await asyncio.sleep(0.01)
+            assert _token_reads.waiting(None) == len(calls)
+        answers = await asyncio.gather(*tasks)
+    finally:
+        sql.unlisten(record)
+    assert seen == [_BY_TOKENS]
+    assert [r.status_code for r in answers] == [200, 200, 200, 401]
+    assert [r.json()["email"] for r in answers[:3]] == [f"{w}@example.com" for w in who]
+    assert answers[3].json()["error"] == "unauthorized"
+    # The users found are cached as if each had been read alone; the unknown token is not.
+    assert [(await _me(client, auth(w)))[2] for w in who] == [0, 0, 0]
+    assert _token_reads.in_use() == 0
