@@ -123,7 +123,7 @@ async def test_import_bestbuy_file(
 
 
 @pytest.mark.parametrize(
-    ("workers", "pool", "checkout"), [(2, "15", "11"), (3, "10", "7"), (4, "7", "5"), (8, "3", "2")]
+    ("workers", "pool", "checkout"), [(2, "8", "12"), (3, "8", "11"), (4, "7", "5"), (8, "3", "2")]
 )
 def test_server_processes_share_the_connection_budget(
     monkeypatch: pytest.MonkeyPatch, workers: int, pool: str, checkout: str

@@ -33,8 +33,11 @@ class Settings(BaseSettings):
     # Per server process. Connections beyond the pool are opened and closed per use,
     # which under steady load costs more than the work itself, so the pool is sized for
     # the load and the overflow only absorbs bursts. At least two: the outbox dispatcher
-    # holds one for its batch while the search indexer reads stock on another.
-    db_pool_size: int = Field(default=16, ge=2)
+    # holds one for its batch while the search indexer reads stock on another. Small on
+    # purpose: a request takes its connection before its database work, so the pool also
+    # holds new requests back while those under way finish (in a sell-out, the refusals
+    # behind the winners' payments), and more backends than cores add no throughput.
+    db_pool_size: int = Field(default=8, ge=2)
     # Per server process, for checkout alone (a bulkhead): a rush on add to cart, whose
     # requests queue for one product's stock rows in a sell-out, cannot take every
     # connection from the buyers who are paying.
