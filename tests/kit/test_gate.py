@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from emporium.kit.gate import Gate, Kind
+import pytest
+
+from emporium.kit.gate import Gate, Kind, shared_failure
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -211,3 +213,37 @@ async def test_a_rider_cancelled_before_it_is_served_is_left_out() -> None:
     assert doomed.cancelled()
     assert taken == ["kept"]
     assert gate.in_use() == 0
+
+
+async def test_riders_share_the_failure_of_the_call_made_for_them() -> None:
+    gate = Gate(limit=1)
+    holder_in, holder_out = asyncio.Event(), asyncio.Event()
+
+    async def holder(error: BaseException) -> None:
+        async with gate.enter(9):
+            holder_in.set()
+            await holder_out.wait()
+            riders = gate.take_riders(9, 5)
+            with shared_failure(riders):
+                raise error
+
+    async def rider() -> object:
+        async with gate.enter(9, payload="r") as turn:
+            return turn.outcome
+
+    for error, seen in (
+        (LookupError("gone"), LookupError),
+        (asyncio.CancelledError(), RuntimeError),
+    ):
+        holder_in.clear()
+        holder_out.clear()
+        first = asyncio.create_task(holder(error))
+        await holder_in.wait()
+        riders = [asyncio.create_task(rider()) for _ in range(2)]
+        await until(lambda: gate.waiting(9) == 2)
+        holder_out.set()
+        outcomes = await asyncio.wait_for(asyncio.gather(*riders), 5)
+        assert [type(o) for o in outcomes] == [seen, seen]
+        with pytest.raises(type(error)):
+            await first
+        assert gate.in_use() == 0

@@ -8,7 +8,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from emporium.kit.gate import Gate, Kind
+from emporium.kit.gate import Gate, Kind, shared_failure
 from emporium.kit.sql import Sql
 from emporium.models import User
 
@@ -122,13 +122,8 @@ async def _token_row(db: Sql, digest: str) -> dict[str, Any] | None:
             riders = _token_reads.take_riders(None, _TOKEN_READ_RIDERS)
             if not riders:
                 return await _row_where(db, "api_token_hash = $1", digest)
-            try:
+            with shared_failure(riders):
                 rows = await db.fetch(_BY_TOKENS, [digest, *(r.payload for r in riders)])
-            except BaseException as exc:
-                failed = exc if isinstance(exc, Exception) else RuntimeError("read interrupted")
-                for rider in riders:
-                    rider.serve(failed)
-                raise
             by_digest = {row["api_token_hash"]: dict(row) for row in rows}
             for rider in riders:
                 rider.serve(by_digest.get(rider.payload))

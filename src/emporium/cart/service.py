@@ -34,7 +34,7 @@ from emporium.inventory.reservations import (
     reserve,
 )
 from emporium.kit.errors import InvalidInput, NotFound
-from emporium.kit.gate import Kind, Rider
+from emporium.kit.gate import Kind, Rider, shared_failure
 from emporium.kit.logging import client_ip, correlation_id
 from emporium.kit.outbox import written
 from emporium.kit.sql import Sql
@@ -219,7 +219,7 @@ async def _add_with_riders(db: Sql, args: tuple[Any, ...], riders: list[Rider]) 
     """Add to the carts of this buyer and of the riders in one call; serve each rider its
     outcome and return this buyer's."""
     every = [args, *(rider.payload for rider in riders)]
-    try:
+    with shared_failure(riders):
         rows = await db.fetch(
             _ADD_MANY,
             *([a[i] for a in every] for i in (0, 1, 2)),
@@ -228,12 +228,6 @@ async def _add_with_riders(db: Sql, args: tuple[Any, ...], riders: list[Rider]) 
             args[6],
             *([a[i] for a in every] for i in (7, 8)),
         )
-    except BaseException as exc:
-        # Whether the call took effect is unknown: a rider must not try again on its own.
-        failed = exc if isinstance(exc, Exception) else RuntimeError("add to cart interrupted")
-        for rider in riders:
-            rider.serve(failed)
-        raise
     outcomes = [_outcome(row) for row in rows]
     for rider, outcome in zip(riders, outcomes[1:], strict=True):
         rider.serve(outcome)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from emporium.audit import service as audit
 from emporium.kit.errors import Conflict
-from emporium.kit.gate import Gate, Kind
+from emporium.kit.gate import Gate, Kind, shared_failure
 from emporium.kit.logging import client_ip, correlation_id
 from emporium.kit.outbox import record_event, written
 from emporium.kit.sql import Sql
@@ -166,13 +166,8 @@ async def refuse_if_sold_out(db: Sql, product_id: int, quantity: int) -> None:
             row = turn.outcome
         else:
             riders = glances.take_riders(product_id, GLANCE_RIDERS)
-            try:
+            with shared_failure(riders):
                 row = await db.fetchrow(_PRECHECK, product_id)
-            except BaseException as exc:
-                failed = exc if isinstance(exc, Exception) else RuntimeError("read interrupted")
-                for rider in riders:
-                    rider.serve(failed)
-                raise
             for rider in riders:
                 rider.serve(row)
     if isinstance(row, Exception):

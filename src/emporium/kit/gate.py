@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Hashable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Hashable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -55,6 +55,20 @@ class Rider:
     def serve(self, outcome: Any) -> None:
         if not self._future.done():  # a rider cancelled meanwhile gets nothing
             self._future.set_result(Turn(Kind.SERVED, outcome))
+
+
+@contextmanager
+def shared_failure(riders: Sequence[Rider]) -> Iterator[None]:
+    """Serve every rider the error that ends the block (the call made for them): none
+    may wait forever, and none may try again on its own, as whether the call took effect
+    is unknown. A cancellation reaches them as a RuntimeError; they were not cancelled."""
+    try:
+        yield
+    except BaseException as exc:
+        failed = exc if isinstance(exc, Exception) else RuntimeError("interrupted")
+        for rider in riders:
+            rider.serve(failed)
+        raise
 
 
 @dataclass
