@@ -8,7 +8,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from emporium.kit.gate import Gate, Kind, shared_failure
+from emporium.kit.gate import Gate, shared_call
 from emporium.kit.sql import Sql
 from emporium.models import User
 
@@ -113,21 +113,16 @@ _BY_TOKENS = f"SELECT {_COLUMNS} FROM users WHERE api_token_hash = ANY($1::text[
 
 
 async def _token_row(db: Sql, digest: str) -> dict[str, Any] | None:
+    async def read(digests: list[str]) -> list[dict[str, Any] | None]:
+        if len(digests) == 1:
+            return [await _row_where(db, "api_token_hash = $1", digests[0])]
+        rows = await db.fetch(_BY_TOKENS, digests)
+        by_digest = {row["api_token_hash"]: dict(row) for row in rows}
+        return [by_digest.get(d) for d in digests]
+
     if _token_reads.busy(None):
         await db.pause()
-    async with _token_reads.enter(None, digest) as turn:
-        if turn.kind is Kind.SERVED:
-            found: dict[str, Any] | Exception | None = turn.outcome
-        else:
-            riders = _token_reads.take_riders(None, _TOKEN_READ_RIDERS)
-            if not riders:
-                return await _row_where(db, "api_token_hash = $1", digest)
-            with shared_failure(riders):
-                rows = await db.fetch(_BY_TOKENS, [digest, *(r.payload for r in riders)])
-            by_digest = {row["api_token_hash"]: dict(row) for row in rows}
-            for rider in riders:
-                rider.serve(by_digest.get(rider.payload))
-            found = by_digest.get(digest)
-    if isinstance(found, Exception):
-        raise found
+    found: dict[str, Any] | None = await shared_call(
+        _token_reads, None, digest, read, _TOKEN_READ_RIDERS
+    )
     return found

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from prometheus_client import Counter
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emporium.audit import service as audit
 from emporium.kit.errors import Conflict
-from emporium.kit.gate import Gate, Kind, shared_failure
+from emporium.kit.gate import Gate, shared_call
 from emporium.kit.logging import client_ip, correlation_id
 from emporium.kit.outbox import record_event, written
 from emporium.kit.sql import Sql
@@ -159,19 +160,13 @@ async def refuse_if_sold_out(db: Sql, product_id: int, quantity: int) -> None:
     their own, and a flood of refusals costs a read per turn rather than per buyer."""
     if not seen_sold_out(product_id):
         return
+
+    async def read(quantities: list[int]) -> list[asyncpg.Record | None]:
+        return [await db.fetchrow(_PRECHECK, product_id)] * len(quantities)
+
     if glances.busy(product_id):
         await db.pause()
-    async with glances.enter(product_id, quantity) as turn:
-        if turn.kind is Kind.SERVED:
-            row = turn.outcome
-        else:
-            riders = glances.take_riders(product_id, GLANCE_RIDERS)
-            with shared_failure(riders):
-                row = await db.fetchrow(_PRECHECK, product_id)
-            for rider in riders:
-                rider.serve(row)
-    if isinstance(row, Exception):
-        raise row
+    row = await shared_call(glances, product_id, quantity, read, GLANCE_RIDERS)
     if row is not None and row["is_active"] and row["free"] < quantity and not row["reclaimable"]:
         raise refuse(product_id, row["free"])
 

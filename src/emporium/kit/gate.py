@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Hashable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -178,3 +178,29 @@ class Gate:
     def in_use(self) -> int:
         """Keys with a caller inside, riding or waiting."""
         return len(self._lines)
+
+
+async def shared_call(
+    gate: Gate,
+    key: Hashable,
+    payload: Any,
+    call: Callable[[list[Any]], Awaitable[list[Any]]],
+    riders: int,
+) -> Any:
+    """This caller's outcome of ``call``, made by this caller for itself and up to
+    ``riders`` of those queued behind it, or by one ahead of it. ``call`` gets their
+    payloads, this caller's first, and returns one outcome each; an outcome that is an
+    exception is raised in its own caller."""
+    async with gate.enter(key, payload) as turn:
+        if turn.kind is Kind.SERVED:
+            outcome = turn.outcome
+        else:
+            taken = gate.take_riders(key, riders)
+            with shared_failure(taken):
+                outcomes = await call([payload, *(r.payload for r in taken)])
+            for rider, served in zip(taken, outcomes[1:], strict=True):
+                rider.serve(served)
+            outcome = outcomes[0]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
