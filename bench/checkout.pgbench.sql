@@ -1,7 +1,7 @@
 -- One Emporium checkout as a pgbench script: POST /api/v1/cart/items (1 unit) then
 -- POST /api/v1/checkout, statement for statement and transaction for transaction.
 -- Run it with bench/pgbench_checkout.py --run, which prepares the data and passes
---   -D product_lo=.. -D product_hi=..   a contiguous id range of bench products (1 warehouse, huge stock)
+--   -D product_lo=.. -D product_hi=..   a contiguous id range of bench products (a stock row per warehouse, huge stock in the first)
 --   -D run=<hex>                        makes idempotency keys unique across runs
 --   -D u_id=0                           each client's user id, until its first transaction looks it up
 -- Each pgbench client is the bench user whose api_token_hash is 'pgbench-user-' || lpad(client_id, 51, '0')
