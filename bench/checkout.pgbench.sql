@@ -28,8 +28,8 @@ SELECT id, email, name, role, seller_id, password_hash, api_token_hash, created_
 \endif
 
 -- ============ add to cart: 1 statement, committing on its own ============
--- [SELECT cart_add_item] take the cart, slide its holds, check the product and the line limit, reserve, return the lines (cart/service.py _ADD; the function is in migration 0004); committed without waiting for the WAL flush, as the application does
-SELECT cart_add_item((:u_id::bigint), (NULL)::text, (NULL)::text, (:pid::bigint), (1)::int, ((now() + interval '1800 seconds'))::timestamptz, (1000)::int, (('pgbench-' || :run::text || '-' || :k::text))::text, ('127.0.0.1')::text) WHERE set_config('synchronous_commit', 'off', true) = 'off';
+-- [SELECT cart_add_item] take the cart, slide its holds, check the product and the line limit, reserve, return the lines (cart/service.py _ADD; the function is in migration 0004)
+SELECT cart_add_item((:u_id::bigint), (NULL)::text, (NULL)::text, (:pid::bigint), (1)::int, ((now() + interval '1800 seconds'))::timestamptz, (1000)::int, (('pgbench-' || :run::text || '-' || :k::text))::text, ('127.0.0.1')::text);
 
 -- ============ checkout: 2 statements ============
 -- order placement: one call, committing on its own; the Valkey SET NX comes first, not SQL

@@ -135,24 +135,17 @@ async def view(session: AsyncSession, owner: CartOwner, *, ttl: timedelta) -> sc
     return await render(session, cart.id)
 
 
-# A cart change commits without waiting for its WAL to reach the disk: a database crash
-# can lose the last few hundred milliseconds of them, each whole or not at all, so no
-# unit is ever lost or held twice. Placing an order waits for the flush, and that flush
-# covers every cart change before it. Waiting on every add to cart cost 10 % of the
-# checkout rate (bench/checkout.py --mode spread). The setting lasts to the commit.
-_UNFLUSHED = "set_config('synchronous_commit', 'off', true) = 'off'"
-
 # The database function cart_add_item (migration 0004) does the whole change in one
 # call: take the cart, slide its holds, check the product and the line limit, reserve,
 # and return the lines. Outside a transaction it commits on its own, so the product's
 # stock rows stay locked only for the database's own work.
-_ADD = f"SELECT cart_add_item($1, $2, $3, $4, $5, $6, $7, $8, $9) WHERE {_UNFLUSHED}"
+_ADD = "SELECT cart_add_item($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 # The buyer let in takes up to this many of those queued behind it along, in one call of
 # cart_add_items (migration 0009): a turn of a busy event loop costs more than a
 # reservation in the database.
 RIDERS = 15
-_ADD_MANY = f"SELECT * FROM cart_add_items($1, $2, $3, $4, $5, $6, $7, $8, $9) WHERE {_UNFLUSHED}"
+_ADD_MANY = "SELECT * FROM cart_add_items($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 # What a call made for a buyer came to: its cart, or the error it raised.
 _Outcome = dict[str, Any] | Exception
 
