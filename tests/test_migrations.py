@@ -75,17 +75,41 @@ def _functions(dsn: str, name: str) -> int:
     return int(rows[0]["n"])
 
 
+def _per_order_checks(dsn: str) -> tuple[bool, bool, bool]:
+    """(the allocations' order_id index exists, cart_add_item looks for expired holds
+    before it refuses, checkout_place asks for the cart's lines apart)."""
+
+    async def read() -> tuple[bool, bool, bool]:
+        index = await _query(
+            dsn, "SELECT 1 FROM pg_indexes WHERE indexname = 'ix_order_allocations_order_id'"
+        )
+        add = await _query(dsn, "SELECT prosrc FROM pg_proc WHERE proname = 'cart_add_item'")
+        place = await _query(dsn, "SELECT prosrc FROM pg_proc WHERE proname = 'checkout_place'")
+        return (
+            bool(index),
+            "v_reclaimable :=" in str(add[0]["prosrc"]),
+            "NOT EXISTS (SELECT 1 FROM cart_items" in str(place[0]["prosrc"]),
+        )
+
+    return asyncio.run(read())
+
+
 def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     url = to_asyncpg_url(scratch)
     cfg = alembic_config(url)
     upgrade(url)
     version, tables, delete = _state(scratch)
-    assert version == "0009"
+    assert version == "0010"
     assert _functions(scratch, "cart_add_items") == 1
     assert len(tables) == 19
     assert (
         delete == "DELETE FROM reservations WHERE cart_id = v_cart AND id IN (SELECT id FROM holds)"
     )
+    assert _per_order_checks(scratch) == (False, False, False)
+
+    command.downgrade(cfg, "0009")
+    assert _state(scratch) == ("0009", tables, delete)
+    assert _per_order_checks(scratch) == (True, True, True)
 
     command.downgrade(cfg, "0008")
     assert _state(scratch) == ("0008", tables, delete)
@@ -102,5 +126,6 @@ def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     assert _state(scratch) == (None, ["alembic_version"], None)
 
     upgrade(url)
-    assert _state(scratch) == ("0009", tables, delete)
+    assert _state(scratch) == ("0010", tables, delete)
     assert _functions(scratch, "cart_add_items") == 1
+    assert _per_order_checks(scratch) == (False, False, False)

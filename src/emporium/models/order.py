@@ -90,6 +90,7 @@ class OrderAllocation(Base):
     __tablename__ = "order_allocations"
     __table_args__ = (
         CheckConstraint("quantity > 0", name="quantity_positive"),
+        # Also the index for lookups by order: it leads with order_id.
         UniqueConstraint(
             "order_id", "product_id", "warehouse_id", name="uq_order_allocations_line"
         ),
@@ -97,7 +98,7 @@ class OrderAllocation(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     order_id: Mapped[int] = mapped_column(
-        ForeignKey("orders.id", ondelete="CASCADE"), nullable=False, index=True
+        ForeignKey("orders.id", ondelete="CASCADE"), nullable=False
     )
     product_id: Mapped[int] = mapped_column(
         ForeignKey("products.id", ondelete="RESTRICT"), nullable=False
