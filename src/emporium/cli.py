@@ -164,8 +164,8 @@ async def _reindex(settings: Settings, maker: Any) -> tuple[str, int]:
 def worker(
     interval: Annotated[float, typer.Option(help="Seconds between rounds")] = 10.0,
 ) -> None:
-    """Run background jobs: release expired reservations, settle stuck payments and delete
-    expired idempotency keys."""
+    """Run background jobs: release expired reservations, settle stuck payments, and delete
+    expired idempotency keys and delivered outbox events past their retention."""
 
     async def go(settings: Settings) -> None:
         import signal
@@ -174,6 +174,7 @@ def worker(
         from emporium.cart.tasks import ReservationReaper
         from emporium.checkout.tasks import IdempotencyKeyPurger
         from emporium.kit.db import open_database
+        from emporium.kit.outbox import OutboxPurger
         from emporium.order.tasks import PaymentReconciler
         from emporium.payment.factory import build_gateway
 
@@ -181,6 +182,11 @@ def worker(
         gateway = build_gateway(settings)
         reaper = ReservationReaper(maker, interval_seconds=interval)
         purger = IdempotencyKeyPurger(maker, interval_seconds=interval * 6)
+        outbox_purger = OutboxPurger(
+            maker,
+            retention=timedelta(hours=settings.outbox_retention_hours),
+            interval_seconds=interval * 60,
+        )
         reconciler = PaymentReconciler(
             maker,
             gateway,
@@ -194,9 +200,10 @@ def worker(
         reaper.start()
         reconciler.start()
         purger.start()
+        outbox_purger.start()
         console.print(
-            "Worker running: reservation reaper, payment reconciler and idempotency-key purger"
-            " (Ctrl+C stops)."
+            "Worker running: reservation reaper, payment reconciler, idempotency-key purger"
+            " and outbox purger (Ctrl+C stops)."
         )
         try:
             await stop.wait()
@@ -204,6 +211,7 @@ def worker(
             await reaper.stop()
             await reconciler.stop()
             await purger.stop()
+            await outbox_purger.stop()
             await gateway.aclose()
             await engine.dispose()
 

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = Field(default=1.0, gt=0)
     # How long a woken outbox dispatcher waits to gather more events into its batch.
     outbox_linger_seconds: float = Field(default=0.05, ge=0, le=5)
+    # How long delivered outbox events are kept (for replay) before a job deletes them.
+    outbox_retention_hours: float = Field(default=168.0, gt=0)
     # How long a server process keeps a caller's user row it has read (0: not at all);
     # a token or user removed in the database works that long in each process.
     user_cache_seconds: float = Field(default=5.0, ge=0, le=300)

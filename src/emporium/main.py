@@ -42,7 +42,7 @@ from emporium.kit.errors import install_error_handlers
 from emporium.kit.leader import Leadership
 from emporium.kit.logging import CorrelationIdMiddleware, configure_logging
 from emporium.kit.metrics import PrometheusMiddleware, metrics_endpoint, process_exited
-from emporium.kit.outbox import OutboxDispatcher, signal
+from emporium.kit.outbox import OutboxDispatcher, OutboxPurger, signal
 from emporium.kit.sql import create_pool, to_libpq_url
 from emporium.order.endpoints import router as order_router
 from emporium.order.tasks import PaymentReconciler
@@ -188,11 +188,15 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
     )
     app.state.reaper = ReservationReaper(maker, cache=cache)
     app.state.purger = IdempotencyKeyPurger(maker)
+    app.state.outbox_purger = OutboxPurger(
+        maker, retention=timedelta(hours=settings.outbox_retention_hours)
+    )
 
     async def run_background_jobs() -> None:
         app.state.reconciler.start()
         app.state.reaper.start()
         app.state.purger.start()
+        app.state.outbox_purger.start()
         if not await asyncio.to_thread(index.exists):
             # Searches fall back to PostgreSQL until the first build is done.
             app.state.rebuild_task = asyncio.create_task(rebuild(maker, index))
@@ -230,6 +234,7 @@ async def shutdown(app: FastAPI) -> None:
     await step("leadership", state.leadership.stop)
     await step("reaper", state.reaper.stop)
     await step("purger", state.purger.stop)
+    await step("outbox_purger", state.outbox_purger.stop)
     await step("reconciler", state.reconciler.stop)
     await step("gateway", state.gateway.aclose)
     await step("dispatcher", state.dispatcher.stop)

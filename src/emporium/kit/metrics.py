@@ -42,6 +42,9 @@ SEARCH_FALLBACKS = Counter(
 OUTBOX_DISPATCHED = Counter(
     "emporium_outbox_events_dispatched_total", "Outbox events delivered", ["topic"]
 )
+OUTBOX_PURGED = Counter(
+    "emporium_outbox_events_purged_total", "Delivered outbox events deleted after the retention"
+)
 # Only the process running the dispatcher sets it; with several processes, the live max.
 OUTBOX_LAG = Gauge(
     "emporium_outbox_pending_events",

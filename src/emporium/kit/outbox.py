@@ -22,14 +22,17 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from emporium.kit.db import after_commit, transaction
-from emporium.kit.metrics import OUTBOX_DISPATCHED, OUTBOX_LAG
+from emporium.kit.db import UnitOfWork, after_commit, transaction
+from emporium.kit.jobs import PeriodicJob
+from emporium.kit.metrics import OUTBOX_DISPATCHED, OUTBOX_LAG, OUTBOX_PURGED
 from emporium.models import OutboxEvent
 
 log = structlog.get_logger(__name__)
@@ -257,3 +260,85 @@ class OutboxDispatcher:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+
+# The first event written after the cutoff bounds the delete, read once per round: each
+# batch then starts where the last ended and reads only the rows it removes. Pending
+# events stay, whatever their age: they are still owed to a consumer.
+_PURGE_BOUND = text(
+    """
+    WITH cutoff AS MATERIALIZED (SELECT now() - make_interval(secs => :retention) AS at)
+    SELECT cutoff.at AS cutoff, coalesce(
+        (SELECT id FROM outbox WHERE created_at >= cutoff.at ORDER BY id LIMIT 1),
+        (SELECT max(id) + 1 FROM outbox),
+        0) AS bound
+    FROM cutoff
+    """
+)
+_PURGE = text(
+    """
+    WITH gone AS (
+        DELETE FROM outbox WHERE id = ANY (ARRAY(
+            SELECT id FROM outbox
+            WHERE id > :after AND id < :bound
+                AND processed_at IS NOT NULL AND created_at < :cutoff
+            ORDER BY id LIMIT :batch
+        ))
+        RETURNING id
+    )
+    SELECT count(*) AS deleted, max(id) AS last FROM gone
+    """
+)
+
+
+class OutboxPurger(PeriodicJob):
+    """Deletes delivered events once they are older than the retention.
+
+    Three events per order would otherwise stay for ever: three million rows a day at a
+    million orders a day. The retention is the window in which delivered events can
+    still be replayed (a search rebuild replays only the last minute).
+    """
+
+    name = "outbox-purger"
+
+    def __init__(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        *,
+        retention: timedelta,
+        interval_seconds: float = 600.0,
+        batch: int = 5000,
+    ) -> None:
+        super().__init__(interval_seconds)
+        self._maker = maker
+        self._retention = retention
+        self._batch = batch
+
+    async def run_once(self) -> int:
+        """Delete every delivered event past the retention, batch by batch; how many."""
+        async with UnitOfWork(self._maker) as session:
+            window = (
+                await session.execute(_PURGE_BOUND, {"retention": self._retention.total_seconds()})
+            ).one()
+        total, after = 0, 0
+        while True:
+            async with UnitOfWork(self._maker) as session:
+                deleted, last = (
+                    await session.execute(
+                        _PURGE,
+                        {
+                            "after": after,
+                            "bound": window.bound,
+                            "cutoff": window.cutoff,
+                            "batch": self._batch,
+                        },
+                    )
+                ).one()
+            total += int(deleted)
+            if deleted < self._batch:
+                break
+            after = last
+        if total:
+            OUTBOX_PURGED.inc(total)
+            log.info("outbox.purged", events=total)
+        return total
