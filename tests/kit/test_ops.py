@@ -38,6 +38,8 @@ async def test_detailed_health(client: AsyncClient) -> None:
         "status": "ok",
         "reservation_reaper": {"running": False, "last_error": None},
         "payment_reconciler": {"running": False, "last_error": None},
+        "idempotency_key_purger": {"running": False, "last_error": None},
+        "outbox_purger": {"running": False, "last_error": None},
     }
 
 

@@ -95,15 +95,17 @@ async def detailed(request: Request) -> JSONResponse:
         "gateway": state.gateway.name,
         "circuit_breaker": breaker.state.name if breaker is not None else None,
     }
+    jobs = {
+        "reservation_reaper": state.reaper,
+        "payment_reconciler": state.reconciler,
+        "idempotency_key_purger": state.purger,
+        "outbox_purger": state.outbox_purger,
+    }
     checks["jobs"] = {
         "status": "ok",
-        "reservation_reaper": {
-            "running": state.reaper.running,
-            "last_error": state.reaper.last_error,
-        },
-        "payment_reconciler": {
-            "running": state.reconciler.running,
-            "last_error": state.reconciler.last_error,
+        **{
+            name: {"running": job.running, "last_error": job.last_error}
+            for name, job in jobs.items()
         },
     }
     ok = all(c["status"] == "ok" for c in checks.values())
