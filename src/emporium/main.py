@@ -19,6 +19,7 @@ from starlette.routing import Route
 from emporium import __version__
 from emporium.accounts.endpoints import router as accounts_router
 from emporium.auth.service import UserCache
+from emporium.cart.endpoints import direct_router as cart_direct_router
 from emporium.cart.endpoints import install as install_cart
 from emporium.cart.endpoints import router as cart_router
 from emporium.cart.tasks import ReservationReaper
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     app.add_middleware(CorrelationIdMiddleware)
     # A request is matched against the routes in order, router by router, so the
     # busiest ones (add to cart, checkout) go first; OPENAPI_TAGS orders the docs.
+    app.include_router(cart_direct_router, prefix="/api/v1")
     app.include_router(cart_router, prefix="/api/v1")
     install_cart(app)
     app.include_router(checkout_router, prefix="/api/v1")

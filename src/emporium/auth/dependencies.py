@@ -50,8 +50,8 @@ async def get_optional_user(
 
 
 async def optional_tx_user(request: Request, db: Sql) -> User | None:
-    """The caller, read in the request's plain-SQL unit of work (TxDep); routes using it
-    declare ``SECURED``."""
+    """The caller, read in the request's plain-SQL unit of work; routes using it declare
+    ``SECURED``."""
     return await identify(request, db, *await credentials(request))
 
 
@@ -114,7 +114,6 @@ class RoleRequired:
 
 
 OptionalUser = Annotated[User | None, Depends(get_optional_user)]
-StandaloneUser = Annotated[User, Depends(get_standalone_user)]
 CurrentUser = Annotated[User, Depends(get_current_user)]
 CatalogWriter = Annotated[User, Depends(RoleRequired(Role.seller, Role.admin))]
 Admin = Annotated[User, Depends(RoleRequired(Role.admin))]

@@ -286,15 +286,3 @@ async def transaction(
             finally:
                 await db.close()
         committed()
-
-
-async def get_tx(request: Request) -> AsyncIterator[Sql]:
-    """A request's unit of work on the plain pool (the hot paths' SessionDep).
-
-    Lazy: the endpoint calls ``await db.begin()`` before its first write.
-    """
-    async with transaction(request.app.state.pool, lazy=True) as db:
-        yield db
-
-
-TxDep = Annotated[Sql, Depends(get_tx, scope="function")]
