@@ -218,6 +218,10 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
     # collector's full passes, which would otherwise walk it again and again.
     gc.collect()
     gc.freeze()
+    # At the default threshold (700 new objects) the young collections ran every few
+    # requests, and each walked the objects of the requests then awaiting the database,
+    # only to promote them; most are freed by their reference counts a little later.
+    gc.set_threshold(50_000, 10, 10)
     log.info("emporium.started", version=__version__, embedded_db=settings.database_url is None)
 
 
