@@ -338,3 +338,23 @@ async def test_a_duplicate_in_progress_leaves_the_first_requests_claim(
         "lines": {catalog["product"]["cable"]: 1},
         "reserved": {catalog["product"]["cable"]: 1},
     }
+
+
+async def test_bad_credentials_are_answered_before_bad_input(
+    client: AsyncClient, catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
+) -> None:
+    customer, cable = catalog["user"]["customer"], catalog["product"]["cable"]
+    await fill_cart(maker, customer, {cable: 1})
+    before = await cart_state(maker, customer)
+    nobody = {"Authorization": "Bearer not-a-token"}
+    requests = [
+        ("/checkout", {"payment": 1}, nobody),  # no Idempotency-Key either
+        ("/checkout", body(), nobody | {"Idempotency-Key": "k-1"}),
+        ("/cart/items", {"product_id": "x", "quantity": -1}, nobody),
+        ("/cart/items", {"product_id": cable, "quantity": 1}, nobody),
+    ]
+    for path, sent, headers in requests:
+        r = await client.post(f"{API}{path}", json=sent, headers=headers)
+        assert (r.status_code, r.json()["error"]) == (401, "unauthorized"), path
+    assert await cart_state(maker, customer) == before
+    assert await count(maker, Order) == 0

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Cookie, Depends, FastAPI, Header, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, StrictInt
 
-from emporium.kit.errors import install_error_handlers
-from emporium.kit.routing import DirectRoute
+from emporium.kit.errors import Unauthorized, install_error_handlers
+from emporium.kit.routing import DirectRoute, caller_first
 from emporium.kit.schemas import CleanStr
 
 
@@ -141,3 +141,37 @@ def test_a_direct_route_refuses_dependencies() -> None:
 
     with pytest.raises(TypeError, match="no dependencies"):
         router.post("/x")(with_dependency)
+
+
+async def _refuse(request: Request) -> str:
+    if request.headers.get("Authorization") != "Bearer good":
+        raise Unauthorized("authentication required")
+    return "someone"
+
+
+async def test_the_caller_is_resolved_before_the_parameters() -> None:
+    app = FastAPI()
+    install_error_handlers(app)
+    router = APIRouter(route_class=DirectRoute)
+
+    @router.post("/guarded")
+    @caller_first(_refuse)
+    async def guarded(request: Request, body: Line) -> Response:
+        return Response(f"{request.state.caller} {body.product_id}")
+
+    app.include_router(router)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        bad_body = {"product_id": "x"}
+        refused = await client.post("/guarded", json=bad_body)
+        invalid = await client.post(
+            "/guarded", json=bad_body, headers={"Authorization": "Bearer good"}
+        )
+        served = await client.post(
+            "/guarded",
+            json={"product_id": 3, "quantity": 1},
+            headers={"Authorization": "Bearer good"},
+        )
+    assert (refused.status_code, refused.json()["error"]) == (401, "unauthorized")
+    assert (invalid.status_code, invalid.json()["error"]) == (422, "invalid_input")
+    assert (served.status_code, served.text) == (200, "someone 3")

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Cookie, Depends, FastAPI, Request, Response, status
 
-from emporium.auth.dependencies import SECURED, OptionalUser, optional_tx_user
+from emporium.auth.dependencies import SECURED, OptionalUser, get_cart_caller
 from emporium.cart import schemas
 from emporium.cart import service as cart
 from emporium.catalog.endpoints import ProductId
@@ -14,7 +14,8 @@ from emporium.config import Settings
 from emporium.inventory.reservations import InsufficientStock
 from emporium.kit.db import SessionDep, transaction
 from emporium.kit.errors import Unauthorized
-from emporium.kit.routing import DirectRoute
+from emporium.kit.routing import DirectRoute, caller_first
+from emporium.models import User
 
 router = APIRouter(prefix="/cart", tags=["cart"])
 # Add to cart, the busiest write, on a DirectRoute (kit/routing.py): included first.
@@ -72,16 +73,17 @@ async def get_cart(request: Request, session: SessionDep, owner: Owner) -> schem
     },
     openapi_extra=SECURED,
 )
+@caller_first(get_cart_caller)
 async def add_item(
     request: Request,
     body: schemas.CartItemAdd,
     emporium_cart: Annotated[str | None, Cookie(max_length=128)] = None,
 ) -> Response:
     """Add units of a product; they are reserved until the cart is left untouched too long."""
+    user: User | None = request.state.caller
+    owner = cart.CartOwner(user=user, guest_token=None if user else emporium_cart)
     # The request's unit of work, committed before the answer goes out.
     async with transaction(request.app.state.pool, lazy=True) as db:
-        user = await optional_tx_user(request, db)
-        owner = cart.CartOwner(user=user, guest_token=None if user else emporium_cart)
         result, token = await cart.add_item(
             db, owner, body.product_id, body.quantity, ttl=_ttl(request)
         )

@@ -11,8 +11,9 @@ from emporium.checkout.schemas import CheckoutRequest
 from emporium.checkout.service import CheckoutService, PaymentUnavailableError
 from emporium.kit import jsoncodec
 from emporium.kit.errors import Unauthorized
-from emporium.kit.routing import DirectRoute
+from emporium.kit.routing import DirectRoute, caller_first
 from emporium.kit.schemas import CleanStr
+from emporium.models import User
 from emporium.order.schemas import Order
 from emporium.order.service import CartEmpty
 
@@ -34,6 +35,7 @@ router = APIRouter(tags=["checkout"], route_class=DirectRoute)
     },
     openapi_extra=SECURED,
 )
+@caller_first(get_standalone_user)
 async def checkout(
     request: Request,
     body: CheckoutRequest,
@@ -43,7 +45,7 @@ async def checkout(
 ) -> Response:
     """Place an order from the cart and pay for it. Safe to retry with the same key."""
     # Checkout runs its own short transactions: no connection is held during payment.
-    user = await get_standalone_user(request)
+    user: User = request.state.caller
     service: CheckoutService = request.app.state.checkout
     response = await service.checkout(user, idempotency_key, body)
     return Response(
