@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import httpx
@@ -143,10 +145,11 @@ def test_a_direct_route_refuses_dependencies() -> None:
         router.post("/x")(with_dependency)
 
 
-async def _refuse(request: Request) -> str:
+@asynccontextmanager
+async def _refuse(request: Request) -> AsyncIterator[str]:
     if request.headers.get("Authorization") != "Bearer good":
         raise Unauthorized("authentication required")
-    return "someone"
+    yield "someone"
 
 
 async def test_the_caller_is_resolved_before_the_parameters() -> None:

@@ -8,9 +8,10 @@ looked up in the database.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import asyncpg
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
@@ -50,33 +51,33 @@ async def get_optional_user(
     return await identify(request, await Sql.of(session), credentials, cookie)
 
 
-async def standalone_caller(request: Request, pool: asyncpg.Pool) -> User | None:
-    """The caller (None without credentials), read on a connection of ``pool`` given back
-    at once, or on none at all for a returning API client, whose user is cached."""
-    bearer, cookie = await credentials(request)
-    if bearer is None and not cookie:
-        return None
-    if bearer is not None and not is_session_token(bearer.credentials):
-        cached = cached_token_user(bearer.credentials, request.app.state.user_cache)
-        if cached is not None:
-            return cached
-    async with transaction(pool, single=True) as db:
-        return await identify(request, db, bearer, cookie)
+async def optional_tx_user(request: Request, db: Sql) -> User | None:
+    """The caller, read in the request's plain-SQL unit of work; routes using it declare
+    ``SECURED``."""
+    return await identify(request, db, *await credentials(request))
 
 
 async def get_standalone_user(request: Request) -> User:
-    """The caller, for checkout, which runs its own units of work on its own pool and must
-    not hold a connection meanwhile. Routes using it declare ``SECURED``."""
-    user = await standalone_caller(request, request.app.state.checkout_pool)
+    """The caller, read on a connection given back at once: for checkout, which runs
+    its own units of work on its own pool and must not hold a connection meanwhile.
+    Routes using it declare ``SECURED``."""
+    bearer, cookie = await credentials(request)
+    if bearer is not None and not is_session_token(bearer.credentials):
+        # A returning API client's user is cached: no connection to take at all.
+        cached = cached_token_user(bearer.credentials, request.app.state.user_cache)
+        if cached is not None:
+            return cached
+    async with transaction(request.app.state.checkout_pool, single=True) as db:
+        user = await identify(request, db, bearer, cookie)
     if user is None:
         raise Unauthorized("authentication required")
     return user
 
 
-async def get_cart_caller(request: Request) -> User | None:
-    """The caller of add to cart: a signed-in user, or None for a guest. Routes using it
-    declare ``SECURED``."""
-    return await standalone_caller(request, request.app.state.pool)
+@asynccontextmanager
+async def checkout_caller(request: Request) -> AsyncIterator[User]:
+    """``get_standalone_user`` for a DirectRoute's ``caller_first``."""
+    yield await get_standalone_user(request)
 
 
 async def identify(

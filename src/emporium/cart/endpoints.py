@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Cookie, Depends, FastAPI, Request, Response, status
 
-from emporium.auth.dependencies import SECURED, OptionalUser, get_cart_caller
+from emporium.auth.dependencies import SECURED, OptionalUser, optional_tx_user
 from emporium.cart import schemas
 from emporium.cart import service as cart
 from emporium.catalog.endpoints import ProductId
@@ -15,6 +18,7 @@ from emporium.inventory.reservations import InsufficientStock
 from emporium.kit.db import SessionDep, transaction
 from emporium.kit.errors import Unauthorized
 from emporium.kit.routing import DirectRoute, caller_first
+from emporium.kit.sql import Sql
 from emporium.models import User
 
 router = APIRouter(prefix="/cart", tags=["cart"])
@@ -35,6 +39,23 @@ async def cart_owner(
 
 
 Owner = Annotated[cart.CartOwner, Depends(cart_owner)]
+
+
+@dataclass(frozen=True)
+class CartUnit:
+    """Add to cart's unit of work and its caller (None for a guest)."""
+
+    user: User | None
+    db: Sql
+
+
+@asynccontextmanager
+async def cart_unit(request: Request) -> AsyncIterator[CartUnit]:
+    """The request's unit of work, with the caller read in it before the body is, as a
+    dependency would be; it commits when the endpoint is done, before the answer goes
+    out."""
+    async with transaction(request.app.state.pool, lazy=True) as db:
+        yield CartUnit(await optional_tx_user(request, db), db)
 
 
 def _settings(request: Request) -> Settings:
@@ -73,20 +94,18 @@ async def get_cart(request: Request, session: SessionDep, owner: Owner) -> schem
     },
     openapi_extra=SECURED,
 )
-@caller_first(get_cart_caller)
+@caller_first(cart_unit)
 async def add_item(
     request: Request,
     body: schemas.CartItemAdd,
     emporium_cart: Annotated[str | None, Cookie(max_length=128)] = None,
 ) -> Response:
     """Add units of a product; they are reserved until the cart is left untouched too long."""
-    user: User | None = request.state.caller
-    owner = cart.CartOwner(user=user, guest_token=None if user else emporium_cart)
-    # The request's unit of work, committed before the answer goes out.
-    async with transaction(request.app.state.pool, lazy=True) as db:
-        result, token = await cart.add_item(
-            db, owner, body.product_id, body.quantity, ttl=_ttl(request)
-        )
+    unit: CartUnit = request.state.caller
+    owner = cart.CartOwner(user=unit.user, guest_token=None if unit.user else emporium_cart)
+    result, token = await cart.add_item(
+        unit.db, owner, body.product_id, body.quantity, ttl=_ttl(request)
+    )
     response = Response(result.model_dump_json(), media_type="application/json")
     if token is not None:
         _set_guest_cookie(request, response, token)

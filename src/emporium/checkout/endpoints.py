@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 
-from emporium.auth.dependencies import SECURED, get_standalone_user
+from emporium.auth.dependencies import SECURED, checkout_caller
 from emporium.checkout.idempotency import IdempotencyInProgress, IdempotencyKeyReused
 from emporium.checkout.schemas import CheckoutRequest
 from emporium.checkout.service import CheckoutService, PaymentUnavailableError
@@ -35,7 +35,7 @@ router = APIRouter(tags=["checkout"], route_class=DirectRoute)
     },
     openapi_extra=SECURED,
 )
-@caller_first(get_standalone_user)
+@caller_first(checkout_caller)
 async def checkout(
     request: Request,
     body: CheckoutRequest,

@@ -16,7 +16,8 @@ validation, cost about as much CPU per order as everything else in the server pr
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 from fastapi.datastructures import DefaultPlaceholder
@@ -28,14 +29,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
-Caller = Callable[[Request], Awaitable[Any]]
+Caller = Callable[[Request], AbstractAsyncContextManager[Any]]
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 
 def caller_first(resolve: Caller) -> Callable[[Endpoint], Endpoint]:
     """Resolve the caller before the parameters are read, as a FastAPI dependency would
-    be (bad credentials answer 401 before a bad body answers 422); the endpoint finds it
-    in ``request.state.caller``. Put it below the route decorator."""
+    be (bad credentials answer 401 before a bad body answers 422). ``resolve(request)``
+    is an async context manager, open around the reading and the endpoint as a
+    dependency with ``yield`` is: what it yields is in ``request.state.caller``, and a
+    unit of work it opened ends before the answer goes out. Put it below the route
+    decorator."""
 
     def mark(endpoint: Endpoint) -> Endpoint:
         endpoint.__dict__["direct_caller"] = resolve
@@ -84,8 +88,13 @@ class DirectRoute(APIRoute):
         caller: Caller | None = getattr(endpoint, "direct_caller", None)
 
         async def handler(request: Request) -> Response:
-            if caller is not None:
-                request.state.caller = await caller(request)
+            if caller is None:
+                return await serve(request)
+            async with caller(request) as found:
+                request.state.caller = found
+                return await serve(request)
+
+        async def serve(request: Request) -> Response:
             values: dict[str, Any] = {}
             errors: list[Any] = []
             if headers:
