@@ -130,3 +130,33 @@ async def test_a_caller_asking_again_goes_ahead_of_first_askers(settings: Settin
     finally:
         await pool.close()
     assert served == ["back1:2", "back2:2", "a:1", "b:1", "c:1"]
+
+
+async def client_backends(admin: asyncpg.Connection) -> set[int]:
+    rows = await admin.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> $1",
+        admin.get_server_pid(),
+    )
+    return {r["pid"] for r in rows}
+
+
+async def test_every_connection_is_open_from_the_start(settings: Settings) -> None:
+    dsn = to_libpq_url(str(settings.database_url))
+    admin = await asyncpg.connect(dsn)
+    try:
+        before = await client_backends(admin)
+        pool = await create_pool(dsn, 3)
+        try:
+            opened = await client_backends(admin) - before
+            assert (pool.get_size(), pool.get_idle_size(), len(opened)) == (3, 3, 3)
+            held = [await pool.acquire() for _ in range(3)]
+            # The connections handed out are the ones opened at the start.
+            assert {c.get_server_pid() for c in held} == opened
+            for conn in held:
+                await pool.release(conn)
+            assert (pool.get_size(), pool.get_idle_size()) == (3, 3)
+        finally:
+            await pool.close()
+        assert await client_backends(admin) - before == set()
+    finally:
+        await admin.close()
