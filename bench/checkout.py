@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from cpu_share import report, snapshot
+from cpu_share import machine_speed, report, snapshot
 from http_client import Client
 
 CARD = {"card_number": "4242424242424242", "exp": "12/30", "cvc": "123"}
@@ -304,6 +304,7 @@ async def main() -> None:
     p.add_argument("--units", type=int, default=100)
     p.add_argument("--concurrency", type=int, default=200)
     args = p.parse_args()
+    print(machine_speed())
     conn: Any = await asyncpg.connect(dsn())
     try:
         if args.mode == "spread":

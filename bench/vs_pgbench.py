@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import cpu_share
 from http_client import Client
 
 from checkout import dsn, pgbench_rate, spread
@@ -105,6 +106,7 @@ async def main() -> None:
     try:
         for n in range(1, args.rounds + 1):
             print(f"--- round {n} of {args.rounds}")
+            print(cpu_share.machine_speed())
             rate, limit = await one_round(conn, args)
             ratios.append(rate / limit)
             print(f"  pgbench, same SQL, server stopped: {limit:.1f} checkouts/s")
