@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
 from emporium.config import Settings
 from emporium.payment.factory import build_gateway
@@ -346,3 +347,15 @@ async def test_factory_over_http_when_a_url_is_set() -> None:
     assert isinstance(gw.inner, HttpGateway)
     assert (gw.breaker.error_threshold, gw.breaker.reset_seconds) == (0.5, 5.0)
     await gw.aclose()
+
+
+async def test_closing_the_gateway_drops_the_breakers_half_open_timer() -> None:
+    gw = resilient(SimulatedGateway(), attempts=1, volume=1, reset_seconds=0.1)
+    with pytest.raises(PaymentUnavailable):
+        await authorize(gw, CARD_PROCESSING_ERROR)
+    assert state(gw) is BreakerState.open
+    await gw.aclose()
+    with capture_logs() as logs:
+        await asyncio.sleep(0.3)
+    # The timer that would half-open it went with the server that owned it.
+    assert logs == []

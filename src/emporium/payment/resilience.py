@@ -164,6 +164,11 @@ class CircuitBreaker:
         self._failures = 0
         self._transition(BreakerState.closed)
 
+    def stop(self) -> None:
+        """Drop the pending half-open timer, when its owner shuts down: the event loop
+        may outlive the server (an embedding application, a test run)."""
+        self._cancel_timer()
+
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -198,6 +203,7 @@ class ResilientGateway:
         self.backoff_max = backoff_max
 
     async def aclose(self) -> None:
+        self.breaker.stop()
         close = getattr(self.inner, "aclose", None)
         if close is not None:
             await close()
