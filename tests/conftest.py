@@ -100,6 +100,9 @@ def settings(database_url: str, valkey_url: str, tmp_path: Path) -> Settings:
         database_url=database_url,
         valkey_url=valkey_url,
         db_pool_size=5,
+        # Every test starts an app; warming its connections would add about half a
+        # second to each. tests/checkout/test_warmup.py starts one that does.
+        db_warm_up=False,
         log_json=True,
         log_level="WARNING",
         search_breaker_fail_max=2,

@@ -28,6 +28,7 @@ from emporium.checkout.endpoints import router as checkout_router
 from emporium.checkout.idempotency import IdempotencyStore
 from emporium.checkout.service import CheckoutService
 from emporium.checkout.tasks import IdempotencyKeyPurger
+from emporium.checkout.warmup import warm_connection
 from emporium.config import Settings, get_settings
 from emporium.health.endpoints import router as health_router
 from emporium.inventory.endpoints import router as inventory_router
@@ -136,9 +137,10 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
         url, max(settings.db_pool_size // 2, 2), pre_ping=settings.db_pool_pre_ping
     )
     maker = create_sessionmaker(engine)
-    pool = await create_pool(to_libpq_url(url), settings.db_pool_size)
+    warm = warm_connection if settings.db_warm_up else None
+    pool = await create_pool(to_libpq_url(url), settings.db_pool_size, warm=warm)
     app.state.pool = pool
-    checkout_pool = await create_pool(to_libpq_url(url), settings.db_checkout_pool_size)
+    checkout_pool = await create_pool(to_libpq_url(url), settings.db_checkout_pool_size, warm=warm)
     app.state.checkout_pool = checkout_pool
     signal.bind(pool)
 

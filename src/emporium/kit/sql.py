@@ -9,7 +9,7 @@ with the same rules: commit on success, roll back on error, side effects after c
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -137,6 +137,17 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+def _then(
+    first: Callable[[asyncpg.Connection], Awaitable[None]],
+    second: Callable[[asyncpg.Connection], Awaitable[None]],
+) -> Callable[[asyncpg.Connection], Awaitable[None]]:
+    async def both(conn: asyncpg.Connection) -> None:
+        await first(conn)
+        await second(conn)
+
+    return both
+
+
 def to_libpq_url(url: str) -> str:
     """``postgresql+asyncpg://`` (SQLAlchemy) to ``postgresql://`` (asyncpg, libpq)."""
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
@@ -149,8 +160,14 @@ async def _keep_session_state(_: asyncpg.Connection) -> None:
     return None
 
 
-async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
-    """The plain connection pool of one server process.
+async def create_pool(
+    dsn: str,
+    size: int,
+    *,
+    warm: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+) -> asyncpg.Pool:
+    """The plain connection pool of one server process; ``warm`` runs on every new
+    connection before it is handed out.
 
     Every connection is opened at start and kept while idle: a new backend spends tens
     of milliseconds of database CPU compiling the checkout functions and loading its
@@ -167,7 +184,7 @@ async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
         max_inactive_connection_lifetime=0,
         connect=None,
         setup=None,
-        init=_init_connection,
+        init=_init_connection if warm is None else _then(_init_connection, warm),
         reset=_keep_session_state,
         loop=None,
     )
