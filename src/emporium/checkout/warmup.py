@@ -58,7 +58,7 @@ async def warm_connection(conn: asyncpg.Connection) -> None:
     transaction = conn.transaction()
     await transaction.start()
     try:
-        buyer, product = await conn.fetchrow(_FIXTURE, tag)  # type: ignore[misc]
+        buyer, product = (await conn.fetch(_FIXTURE, tag))[0]
         await conn.fetchval(_ADD, buyer, None, None, product, 1, until, 99, tag, None)
         await conn.fetch(
             _ADD_MANY, [buyer], [None], [None], product, [1], [until], 99, [tag], [None]

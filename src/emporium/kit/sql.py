@@ -137,17 +137,6 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-def _then(
-    first: Callable[[asyncpg.Connection], Awaitable[None]],
-    second: Callable[[asyncpg.Connection], Awaitable[None]],
-) -> Callable[[asyncpg.Connection], Awaitable[None]]:
-    async def both(conn: asyncpg.Connection) -> None:
-        await first(conn)
-        await second(conn)
-
-    return both
-
-
 def to_libpq_url(url: str) -> str:
     """``postgresql+asyncpg://`` (SQLAlchemy) to ``postgresql://`` (asyncpg, libpq)."""
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
@@ -174,6 +163,12 @@ async def create_pool(
     caches, so a pool that shrank in a quiet spell would pay that for each connection it
     reopens in the next rush, when it can least afford it.
     """
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await _init_connection(conn)
+        if warm is not None:
+            await warm(conn)
+
     pool = FairPool(
         dsn,
         connection_class=asyncpg.Connection,
@@ -184,7 +179,7 @@ async def create_pool(
         max_inactive_connection_lifetime=0,
         connect=None,
         setup=None,
-        init=_init_connection if warm is None else _then(_init_connection, warm),
+        init=init,
         reset=_keep_session_state,
         loop=None,
     )
