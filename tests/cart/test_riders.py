@@ -11,7 +11,7 @@ from httpx import ASGITransport, AsyncClient, Response
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from emporium.cart.service import _ADD_MANY
+from emporium.cart.service import ADD_ITEMS_SQL
 from emporium.inventory.gate import gate
 from emporium.inventory.reservations import _sold_out
 from emporium.kit import sql
@@ -83,7 +83,7 @@ async def test_queued_buyers_are_served_in_one_call_each_with_its_own_outcome(
     responses, statements = await _queue_then_release(app, iphone, buyers)
 
     # The first in line was let in and served the four behind it with one statement.
-    assert statements == [_ADD_MANY]
+    assert statements == [ADD_ITEMS_SQL]
     assert [r.status_code for r in responses] == [200, 409, 200, 409, 200]
     assert [r.json().get("available") for r in responses[1::2]] == [4, 1]
     assert [r.json()["error"] for r in responses[1::2]] == ["insufficient_stock"] * 2
@@ -142,7 +142,7 @@ async def test_a_rider_refused_for_expired_holds_reclaims_them_itself(
 
     # Both were refused by the shared call with expired holds to reclaim; each then tried
     # on its own, and exactly one got the unit the lapsed hold gave back.
-    assert statements[0] == _ADD_MANY
+    assert statements[0] == ADD_ITEMS_SQL
     assert sorted(r.status_code for r in responses) == [200, 409]
     refused = next(r for r in responses if r.status_code == 409)
     assert (refused.json()["error"], refused.json()["available"]) == ("insufficient_stock", 0)

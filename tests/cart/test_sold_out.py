@@ -152,7 +152,7 @@ async def test_buyers_queued_when_it_sells_out_get_the_answer_of_the_one_ahead(
 
     results, statements = await _guests_queued_at(app, gate, timer, [1, 1, 1], sell_elsewhere)
     assert results == [(409, 0)] * 3
-    assert statements == [cart_service._ADD_MANY]
+    assert statements == [cart_service.ADD_ITEMS_SQL]
     assert await stock_rows(maker, timer) == [
         (catalog["warehouse"]["W1"], 1, 1),
         (catalog["warehouse"]["W2"], 0, 0),

@@ -9,16 +9,16 @@ import asyncpg
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from emporium.cart.service import _ADD, _ADD_MANY
+from emporium.cart.service import ADD_ITEM_SQL, ADD_ITEMS_SQL
 from emporium.checkout.warmup import warm_connection
 from emporium.config import Settings
 from emporium.kit.sql import create_pool, to_libpq_url
 from emporium.main import create_app
-from emporium.order.repository import _PAY
-from emporium.order.service import _PLACE
+from emporium.order.repository import PAY_SQL
+from emporium.order.service import PLACE_SQL
 from tests.conftest import TABLES, _with_db
 
-HOT = {_ADD, _ADD_MANY, _PLACE, _PAY}
+HOT = {ADD_ITEM_SQL, ADD_ITEMS_SQL, PLACE_SQL, PAY_SQL}
 
 
 async def state(dsn: str) -> dict[str, Any]:

@@ -139,13 +139,13 @@ async def view(session: AsyncSession, owner: CartOwner, *, ttl: timedelta) -> sc
 # call: take the cart, slide its holds, check the product and the line limit, reserve,
 # and return the lines. Outside a transaction it commits on its own, so the product's
 # stock rows stay locked only for the database's own work.
-_ADD = "SELECT cart_add_item($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+ADD_ITEM_SQL = "SELECT cart_add_item($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 # The buyer let in takes up to this many of those queued behind it along, in one call of
 # cart_add_items (migration 0009): a turn of a busy event loop costs more than a
 # reservation in the database.
 RIDERS = 15
-_ADD_MANY = "SELECT * FROM cart_add_items($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+ADD_ITEMS_SQL = "SELECT * FROM cart_add_items($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 # What a call made for a buyer came to: its cart, or the error it raised.
 _Outcome = dict[str, Any] | Exception
 
@@ -221,7 +221,7 @@ async def _add_with_riders(db: Sql, args: tuple[Any, ...], riders: list[Rider]) 
     every = [args, *(rider.payload for rider in riders)]
     with shared_failure(riders):
         rows = await db.fetch(
-            _ADD_MANY,
+            ADD_ITEMS_SQL,
             *([a[i] for a in every] for i in (0, 1, 2)),
             args[3],
             *([a[i] for a in every] for i in (4, 5)),
@@ -278,9 +278,9 @@ async def _add(db: Sql, args: tuple[Any, ...]) -> dict[str, Any]:
     # Inside a caller's transaction a refusal must not abort it: use a savepoint.
     if db.in_transaction:
         async with db.atomic():
-            result: dict[str, Any] = await db.fetchval(_ADD, *args)
+            result: dict[str, Any] = await db.fetchval(ADD_ITEM_SQL, *args)
     else:
-        result = await db.fetchval(_ADD, *args)
+        result = await db.fetchval(ADD_ITEM_SQL, *args)
     return result
 
 

@@ -20,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import structlog
 
-from emporium.cart.service import _ADD, _ADD_MANY
-from emporium.order.repository import _PAY
-from emporium.order.service import _PLACE
+from emporium.cart.service import ADD_ITEM_SQL, ADD_ITEMS_SQL
+from emporium.order.repository import PAY_SQL
+from emporium.order.service import PLACE_SQL
 
 log = structlog.get_logger(__name__)
 
@@ -59,14 +59,14 @@ async def warm_connection(conn: asyncpg.Connection) -> None:
     await transaction.start()
     try:
         buyer, product = (await conn.fetch(_FIXTURE, tag))[0]
-        await conn.fetchval(_ADD, buyer, None, None, product, 1, until, 99, tag, None)
+        await conn.fetchval(ADD_ITEM_SQL, buyer, None, None, product, 1, until, 99, tag, None)
         await conn.fetch(
-            _ADD_MANY, [buyer], [None], [None], product, [1], [until], 99, [tag], [None]
+            ADD_ITEMS_SQL, [buyer], [None], [None], product, [1], [until], 99, [tag], [None]
         )
         order_id = await conn.fetchval(
-            _PLACE, buyer, tag, tag, "{}", now, until, "simulated", "4242", tag, None
+            PLACE_SQL, buyer, tag, tag, "{}", now, until, "simulated", "4242", tag, None
         )
-        await conn.fetchrow(_PAY, order_id, now, tag, None, tag, None, None, None, None, None)
+        await conn.fetchrow(PAY_SQL, order_id, now, tag, None, tag, None, None, None, None, None)
     except asyncpg.PostgresError as exc:
         log.warning("db.warm_up_failed", error=str(exc))
     finally:

@@ -61,7 +61,7 @@ class OrderRepository(Repository):
 # caller. Run on its own (autocommit), its locks last no longer than the statement.
 # No stock.changed event: quantity and reserved fall together, so what a buyer can add
 # to a cart (quantity - reserved) is what it was; order.paid reports the units leaving.
-_PAY = """
+PAY_SQL = """
 WITH o AS (
     UPDATE orders SET status = 'paid', paid_at = $2::timestamptz, updated_at = $2::timestamptz
     WHERE id = $1::bigint AND status = 'pending_payment'
@@ -156,7 +156,7 @@ class OrderWrites:
         """Mark a pending order paid (None if it was not pending), answering its key."""
         db = await Sql.from_(self.unit)
         row = await db.fetchrow(
-            _PAY,
+            PAY_SQL,
             order_id,
             at,
             gateway_payment_id,

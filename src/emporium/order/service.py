@@ -55,7 +55,7 @@ class ProductUnavailable(Conflict):
 # Step 1 of checkout is one call of the database function checkout_place (migration
 # 0005): claim the key, lock the cart and its holds, take lapsed holds again, place the
 # order. Outside a transaction it commits on its own.
-_PLACE = "SELECT * FROM checkout_place($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+PLACE_SQL = "SELECT * FROM checkout_place($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,9 @@ async def _place(db: Sql, args: tuple[Any, ...]) -> asyncpg.Record:
     # Inside a caller's transaction a refusal must not abort it: use a savepoint.
     if db.in_transaction:
         async with db.atomic():
-            row = await db.fetchrow(_PLACE, *args)
+            row = await db.fetchrow(PLACE_SQL, *args)
     else:
-        row = await db.fetchrow(_PLACE, *args)
+        row = await db.fetchrow(PLACE_SQL, *args)
     assert row is not None
     return row
 
