@@ -104,8 +104,10 @@ def serve(
 
     from emporium.kit.embedded import forget_dead_processes, start_embedded_valkey
     from emporium.kit.metrics import MULTIPROC_ENV
+    from emporium.kit.serving import ensure_free, serve_workers
     from emporium.main import create_app
 
+    ensure_free(host, port)  # before the database starts, not after
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if workers > 1 and not os.environ.get(MULTIPROC_ENV):
@@ -126,15 +128,7 @@ def serve(
     # (they join the embedded PostgreSQL on their own).
     valkey = None if settings.valkey_url else start_embedded_valkey(settings.valkey_dir)
     try:
-        uvicorn.run(
-            "emporium.main:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_config=None,
-            access_log=False,
-        )
+        serve_workers("emporium.main:create_app", host, port, workers)
     finally:
         if valkey is not None:
             valkey.stop()
