@@ -26,6 +26,10 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def listen_socket(host: str, port: int) -> socket.socket:
     """A socket bound to the address beside the other workers' (called in each worker)."""
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
@@ -34,7 +38,7 @@ def listen_socket(host: str, port: int) -> socket.socket:
     try:
         sock.bind((host, port))
     except OSError as exc:
-        print(f"emporium serve: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        print(f"emporium serve: cannot listen on {_address(host, port)}: {exc}", file=sys.stderr)
         sock.close()
         # uvicorn's supervisor stops, instead of restarting a worker that cannot start.
         sys.exit(STARTUP_FAILURE)
@@ -55,7 +59,7 @@ def ensure_free(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as exc:
             reason = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound: {exc}"
-            raise SystemExit(f"{host}:{port} {reason}") from exc
+            raise SystemExit(f"{_address(host, port)} {reason}") from exc
 
 
 class WorkerSocket:
