@@ -3,10 +3,10 @@
 uvicorn's supervisor binds one socket and hands it to every worker, and a worker woken
 by new connections accepts all that are waiting at once. A client opening its
 connections together (a load generator, a proxy's pool of keep-alive connections) then
-lands them mostly on one worker, and they stay there: 62 of 64, and 63 of 64, in two of
-nine checkout benchmark runs, where that process did nearly all the requests' work. Here each worker
-opens its own listening socket on the address with ``SO_REUSEPORT``, and the kernel
-spreads new connections over the workers by a hash of each connection's addresses.
+lands them mostly on one worker, and they stay there: the checkout benchmark's 64 split
+62/2, 2/62 and 1/63 in three of twelve runs, and one process did nearly all the work.
+Here each worker opens its own listening socket on the address with ``SO_REUSEPORT``,
+and the kernel spreads new connections over the workers by a hash of their addresses.
 
 A worker's socket goes with it: connections waiting in its queue when it dies are
 reset instead of being taken by another worker.
@@ -81,7 +81,7 @@ def serve_workers(app: str, host: str, port: int, workers: int) -> None:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    ensure_free(host, port)
+    ensure_free(host, port)  # again: the caller's migrations took a while
     config = uvicorn.Config(
         app,
         factory=True,
