@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import asyncpg
 import pytest
 from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from emporium.kit.embedded import to_asyncpg_url
 from emporium.kit.migrate import alembic_config, upgrade
+from emporium.models import Base
 from tests.conftest import _admin_dsn, _with_db
 
 NAME = f"emporium_migrations_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
@@ -94,12 +99,45 @@ def _per_order_checks(dsn: str) -> tuple[bool, bool, bool]:
     return asyncio.run(read())
 
 
+def _orders_index_and_fillfactor(dsn: str) -> tuple[list[str], list[str] | None]:
+    """(the orders' indexes, idempotency_keys' storage options)."""
+
+    async def read() -> tuple[list[str], list[str] | None]:
+        indexes = await _query(
+            dsn, "SELECT indexdef FROM pg_indexes WHERE tablename = 'orders' ORDER BY indexname"
+        )
+        options = await _query(
+            dsn, "SELECT reloptions FROM pg_class WHERE relname = 'idempotency_keys'"
+        )
+        return [str(r["indexdef"]) for r in indexes], options[0]["reloptions"]
+
+    return asyncio.run(read())
+
+
+ORDERS_INDEXES_0010 = [
+    "CREATE UNIQUE INDEX pk_orders ON public.orders USING btree (id)",
+    "CREATE INDEX ix_orders_status_updated_at ON public.orders USING btree (status, updated_at)",
+    "CREATE INDEX ix_orders_user_id_id ON public.orders USING btree (user_id, id)",
+]
+ORDERS_INDEXES_0011 = [
+    "CREATE INDEX ix_orders_pending_payment ON public.orders USING btree (created_at)"
+    " WHERE ((status)::text = 'pending_payment'::text)",
+    "CREATE INDEX ix_orders_user_id_id ON public.orders USING btree (user_id, id)",
+    "CREATE UNIQUE INDEX pk_orders ON public.orders USING btree (id)",
+]
+
+
 def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     url = to_asyncpg_url(scratch)
     cfg = alembic_config(url)
     upgrade(url)
     version, tables, delete = _state(scratch)
-    assert version == "0010"
+    assert version == "0011"
+    assert _orders_index_and_fillfactor(scratch) == (ORDERS_INDEXES_0011, ["fillfactor=70"])
+
+    command.downgrade(cfg, "0010")
+    assert _state(scratch) == ("0010", tables, delete)
+    assert _orders_index_and_fillfactor(scratch) == (sorted(ORDERS_INDEXES_0010), None)
     assert _functions(scratch, "cart_add_items") == 1
     assert len(tables) == 19
     assert (
@@ -126,6 +164,25 @@ def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     assert _state(scratch) == (None, ["alembic_version"], None)
 
     upgrade(url)
-    assert _state(scratch) == ("0010", tables, delete)
+    assert _state(scratch) == ("0011", tables, delete)
+    assert _orders_index_and_fillfactor(scratch) == (ORDERS_INDEXES_0011, ["fillfactor=70"])
     assert _functions(scratch, "cart_add_items") == 1
     assert _per_order_checks(scratch) == (False, False, False)
+
+
+def test_models_match_the_migrated_schema(scratch: str) -> None:
+    """The ORM's tables, columns, indexes and constraints are what the migrations built."""
+    url = to_asyncpg_url(scratch)
+    upgrade(url)
+
+    async def diff() -> list[Any]:
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(
+                    lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
+                )
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(diff()) == []
