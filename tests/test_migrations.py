@@ -131,15 +131,25 @@ def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     url = to_asyncpg_url(scratch)
     cfg = alembic_config(url)
     upgrade(url)
-    version, tables, delete = _state(scratch)
-    assert version == "0011"
+    version, all_tables, delete = _state(scratch)
+    assert version == "0012"
+    assert len(all_tables) == 20
+    assert "simulated_payments" in all_tables
+    unlogged = asyncio.run(
+        _query(scratch, "SELECT relpersistence FROM pg_class WHERE relname = 'simulated_payments'")
+    )
+    assert [r["relpersistence"] for r in unlogged] == [b"u"]  # "char" comes as bytes
+    assert _orders_index_and_fillfactor(scratch) == (ORDERS_INDEXES_0011, ["fillfactor=70"])
+
+    command.downgrade(cfg, "0011")
+    tables = [t for t in all_tables if t != "simulated_payments"]
+    assert _state(scratch) == ("0011", tables, delete)
     assert _orders_index_and_fillfactor(scratch) == (ORDERS_INDEXES_0011, ["fillfactor=70"])
 
     command.downgrade(cfg, "0010")
     assert _state(scratch) == ("0010", tables, delete)
     assert _orders_index_and_fillfactor(scratch) == (sorted(ORDERS_INDEXES_0010), None)
     assert _functions(scratch, "cart_add_items") == 1
-    assert len(tables) == 19
     assert (
         delete == "DELETE FROM reservations WHERE cart_id = v_cart AND id IN (SELECT id FROM holds)"
     )
@@ -164,7 +174,7 @@ def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     assert _state(scratch) == (None, ["alembic_version"], None)
 
     upgrade(url)
-    assert _state(scratch) == ("0011", tables, delete)
+    assert _state(scratch) == ("0012", all_tables, delete)
     assert _orders_index_and_fillfactor(scratch) == (ORDERS_INDEXES_0011, ["fillfactor=70"])
     assert _functions(scratch, "cart_add_items") == 1
     assert _per_order_checks(scratch) == (False, False, False)

@@ -167,13 +167,17 @@ def worker(
 
         from emporium.cart.tasks import ReservationReaper
         from emporium.checkout.tasks import IdempotencyKeyPurger
-        from emporium.kit.db import open_database
+        from emporium.kit.db import open_database, resolve_database_url
         from emporium.kit.outbox import OutboxPurger
+        from emporium.kit.sql import create_pool, to_libpq_url
         from emporium.order.tasks import PaymentReconciler
         from emporium.payment.factory import build_gateway
 
         engine, maker = await open_database(settings)
-        gateway = build_gateway(settings)
+        url = await asyncio.to_thread(resolve_database_url, settings)
+        # The reconciler asks the gateway about charges; the built-in one keeps them here.
+        pool = await create_pool(to_libpq_url(url), 2)
+        gateway = build_gateway(settings, pool)
         reaper = ReservationReaper(maker, interval_seconds=interval)
         purger = IdempotencyKeyPurger(maker, interval_seconds=interval * 6)
         outbox_purger = OutboxPurger(
@@ -207,6 +211,7 @@ def worker(
             await purger.stop()
             await outbox_purger.stop()
             await gateway.aclose()
+            await pool.close()
             await engine.dispose()
 
     _run(go)

@@ -175,7 +175,9 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
     app.state.dispatcher = dispatcher
     app.state.rebuild_task = None
 
-    gateway = build_gateway(settings)
+    # The built-in gateway records payments through the checkout's own connections, so
+    # paying never waits behind add-to-cart traffic on the main pool.
+    gateway = build_gateway(settings, checkout_pool)
     app.state.gateway = gateway
     app.state.checkout = CheckoutService(
         maker=maker,

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.inventory.reservations import reserve
-from emporium.models import Cart, CartItem, Order, Reservation, Stock
+from emporium.models import Cart, CartItem, Order, Reservation, SimulatedPayment, Stock
 
 ADDRESS = {
     "name": "Ada Lovelace",
@@ -93,3 +94,16 @@ __all__ = [
     "fill_cart",
     "stock_of",
 ]
+
+
+async def gateway_payments(
+    maker: async_sessionmaker[AsyncSession],
+) -> list[tuple[str, Decimal, Decimal]]:
+    """(status, amount, refunded) of each payment the built-in gateway holds, oldest first."""
+    async with maker() as s:
+        rows = await s.execute(
+            select(
+                SimulatedPayment.status, SimulatedPayment.amount, SimulatedPayment.refunded_amount
+            ).order_by(SimulatedPayment.created_at, SimulatedPayment.id)
+        )
+        return [(st, a, r) for st, a, r in rows.all()]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from fastapi import FastAPI
@@ -16,7 +17,7 @@ from emporium.order.repository import Answer
 from emporium.order.service import orders
 from emporium.order.tasks import PaymentReconciler
 from emporium.payment.gateway import Card
-from tests.checkout.helpers import ADDRESS, body, fill_cart, stock_of
+from tests.checkout.helpers import ADDRESS, body, fill_cart, gateway_payments, stock_of
 from tests.fixtures import auth
 
 API = "/api/v1"
@@ -51,8 +52,7 @@ async def test_customer_cancels_a_paid_order_and_is_refunded(
     assert r.json()["status"] == "cancelled"
     assert [t["status"] for t in r.json()["timeline"]] == ["pending_payment", "paid", "cancelled"]
     assert await stock_of(maker, sony) == [(10, 0), (5, 0)]
-    gateway = app.state.gateway.inner
-    assert [p.status.value for p in gateway._payments.values()] == ["refunded"]
+    assert await gateway_payments(maker) == [("refunded", Decimal("1049.97"), Decimal("1049.97"))]
     r = await client.post(f"{API}/orders/{order['id']}/cancel", headers=auth("customer"))
     assert (r.status_code, r.json()["error"]) == (409, "invalid_transition")
 

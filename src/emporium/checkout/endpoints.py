@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from emporium.auth.dependencies import SECURED, checkout_caller
 from emporium.checkout.idempotency import IdempotencyInProgress, IdempotencyKeyReused
 from emporium.checkout.schemas import CheckoutRequest
-from emporium.checkout.service import CheckoutService, PaymentUnavailableError
+from emporium.checkout.service import CheckoutService
 from emporium.kit import jsoncodec
 from emporium.kit.errors import Unauthorized
 from emporium.kit.routing import DirectRoute, caller_first
@@ -16,6 +16,7 @@ from emporium.kit.schemas import CleanStr
 from emporium.models import User
 from emporium.order.schemas import Order
 from emporium.order.service import CartEmpty
+from emporium.payment.errors import PaymentUnavailableError
 
 # The busiest endpoint, on a DirectRoute (kit/routing.py).
 router = APIRouter(tags=["checkout"], route_class=DirectRoute)

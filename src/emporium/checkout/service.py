@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from emporium.checkout.idempotency import IdempotencyStore, StoredResponse, request_hash
 from emporium.checkout.schemas import CheckoutRequest
 from emporium.kit.db import UnitOfWork, transaction
-from emporium.kit.errors import AppError
 from emporium.models import Order, OrderItem, User
 from emporium.order import schemas
 from emporium.order.errors import InvalidTransition
@@ -28,16 +27,12 @@ from emporium.order.queries import build, serialize
 from emporium.order.repository import Answer
 from emporium.order.service import orders
 from emporium.order.state import OrderStatus
+from emporium.payment.errors import PaymentUnavailableError
 from emporium.payment.gateway import Card, PaymentDeclined, PaymentGateway, PaymentUnavailable
 from emporium.payment.resilience import BreakerState
 
 log = structlog.get_logger(__name__)
 DEADLOCK_RETRIES = 3
-
-
-class PaymentUnavailableError(AppError):
-    status_code = 503
-    code = "payment_unavailable"
 
 
 def paid_response(order: Order, items: list[OrderItem], card_last4: str) -> dict[str, Any]:

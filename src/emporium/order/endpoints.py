@@ -14,16 +14,40 @@ from emporium.order import queries, schemas
 from emporium.order.errors import InvalidTransition, NothingToShip, NotOrderSeller, OrderNotFound
 from emporium.order.service import orders
 from emporium.order.state import CANCELLABLE, OrderStatus, check_transition
-from emporium.payment.gateway import PaymentGateway
+from emporium.payment.errors import PaymentUnavailableError, RefundFailed
+from emporium.payment.gateway import (
+    PaymentError,
+    PaymentGateway,
+    PaymentNotFound,
+    PaymentUnavailable,
+)
 
 router = APIRouter(tags=["orders"])
 OrderId = Annotated[int, Path(gt=0, le=2**63 - 1)]
 _ERRORS = {**Unauthorized.responses(), **OrderNotFound.responses(), **InvalidTransition.responses()}
 
 
-def _gateway(request: Request) -> PaymentGateway:
+_REFUND_ERRORS = {**PaymentUnavailableError.responses(), **RefundFailed.responses()}
+
+
+async def _refund(request: Request, charge: str) -> None:
+    """Refund the whole charge before the order changes: if the gateway cannot, nothing
+    does (503 when it cannot be reached, 502 when it refuses)."""
     gateway: PaymentGateway = request.app.state.gateway
-    return gateway
+    try:
+        await gateway.refund(charge)
+    except PaymentUnavailable as exc:
+        raise PaymentUnavailableError(
+            "the payment service is unavailable; try again later"
+        ) from exc
+    except PaymentNotFound as exc:
+        raise RefundFailed(
+            "the payment gateway has no record of this order's charge", reason="payment_not_found"
+        ) from exc
+    except PaymentError as exc:
+        raise RefundFailed(
+            f"the payment gateway refused the refund: {exc}", reason="payment_refused"
+        ) from exc
 
 
 @router.get("/orders", response_model=schemas.OrderPage)
@@ -48,7 +72,11 @@ async def _latest_payment(session: ReadSessionDep, order_id: int) -> Payment | N
     )
 
 
-@router.post("/orders/{order_id}/cancel", response_model=schemas.Order, responses=_ERRORS)
+@router.post(
+    "/orders/{order_id}/cancel",
+    response_model=schemas.Order,
+    responses={**_ERRORS, **_REFUND_ERRORS},
+)
 async def cancel_order(
     request: Request, session: ReadSessionDep, user: CurrentUser, order_id: OrderId
 ) -> schemas.Order:
@@ -61,7 +89,7 @@ async def cancel_order(
     if status not in CANCELLABLE:
         check_transition(status, OrderStatus.cancelled)
     if status == OrderStatus.paid.value and charge:
-        await _gateway(request).refund(charge)
+        await _refund(request, charge)
     async with UnitOfWork(request.app.state.sessionmaker) as uow:
         cancelled = await orders.cancel(
             uow, user, order_id, "cancelled by request", expected=status
@@ -98,7 +126,7 @@ async def deliver_order(
 @router.post(
     "/orders/{order_id}/refund",
     response_model=schemas.Order,
-    responses={**_ERRORS, **NotOrderSeller.responses()},
+    responses={**_ERRORS, **NotOrderSeller.responses(), **_REFUND_ERRORS},
 )
 async def refund_order(
     request: Request,
@@ -117,7 +145,7 @@ async def refund_order(
     if status != OrderStatus.delivered.value:
         check_transition(status, OrderStatus.refunded)
     if charge:
-        await _gateway(request).refund(charge)
+        await _refund(request, charge)
     async with UnitOfWork(request.app.state.sessionmaker) as uow:
         refunded = await orders.refund(uow, user, order_id, restock=bool(body and body.restock))
         return await queries.serialize(uow, refunded)

@@ -1,15 +1,21 @@
-"""A simulated card gateway with test cards, in memory, honouring idempotency keys itself."""
+"""A simulated card gateway with test cards, honouring idempotency keys itself.
+
+Its payments live in a ledger (``payment/ledger.py``): in memory, or in PostgreSQL for
+the gateway built into the server."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
+
+from cachetools import LRUCache
 
 from emporium.payment.gateway import (
     Card,
@@ -22,6 +28,7 @@ from emporium.payment.gateway import (
     PaymentStatus,
     PaymentTransientError,
 )
+from emporium.payment.ledger import Ledger, MemoryLedger
 
 CARD_OK = "4242424242424242"
 CARD_DECLINED = "4000000000000002"
@@ -86,13 +93,19 @@ class SimulatedGateway:
         hang_seconds: float = 60.0,
         latency: float = 0.0,
         today: Callable[[], date] = lambda: datetime.now(UTC).date(),
+        ledger: Ledger | None = None,
     ) -> None:
         self.hang_seconds = hang_seconds
         self.latency = latency
         self._today = today
-        self._payments: dict[str, GatewayPayment] = {}
-        self._by_key: dict[str, str] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self.ledger: Ledger = ledger or MemoryLedger()
+        # Held only while some call uses them, so finished keys take no memory.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Keys this process recorded lately: a retry of one is answered from the ledger
+        # without charging again, and a new key costs no read first (another process's
+        # key is found when recording it).
+        self._recorded: LRUCache[str, bool] = LRUCache(maxsize=100_000)
+        self._recent: LRUCache[str, GatewayPayment] = LRUCache(maxsize=10_000)
         self.charges = 0
         self.calls: Counter[str] = Counter()
 
@@ -109,32 +122,42 @@ class SimulatedGateway:
         # One lock per key: concurrent retries of the same charge queue up, others don't.
         lock = self._locks.setdefault(idempotency_key, asyncio.Lock())
         async with lock:
-            digits = card_digits(card.number)
-            existing = self._by_key.get(idempotency_key)
+            return await self._authorize(idempotency_key, amount, currency, card)
+
+    async def _authorize(
+        self, idempotency_key: str, amount: Decimal, currency: str, card: Card
+    ) -> GatewayPayment:
+        digits = card_digits(card.number)
+        if idempotency_key in self._recorded:
+            existing = await self.ledger.by_key(idempotency_key)
             if existing is not None:
-                return self._replay(self._payments[existing], amount, currency, digits[-4:])
-            await asyncio.sleep(self.latency)
-            code = card_problem(card, self._today()) or _DECLINES.get(digits)
-            if code is None and digits == CARD_PROCESSING_ERROR:
-                raise PaymentTransientError("processing_error")
-            if code is None and digits == CARD_HANG:
-                # Slow but successful: exactly the case idempotency keys exist for.
-                await asyncio.sleep(self.hang_seconds)
-            payment = GatewayPayment(
-                id=f"pay_{uuid.uuid4().hex}",
-                idempotency_key=idempotency_key,
-                status=PaymentStatus.declined if code else PaymentStatus.authorized,
-                amount=amount,
-                currency=currency,
-                card_last4=digits[-4:],
-                decline_code=code,
-            )
-            self._payments[payment.id] = payment
-            self._by_key[idempotency_key] = payment.id
-            if code is not None:
-                raise PaymentDeclined(code, payment)
-            self.charges += 1
-            return payment
+                return self._replay(existing, amount, currency, digits[-4:])
+        await asyncio.sleep(self.latency)
+        code = card_problem(card, self._today()) or _DECLINES.get(digits)
+        if code is None and digits == CARD_PROCESSING_ERROR:
+            raise PaymentTransientError("processing_error")
+        if code is None and digits == CARD_HANG:
+            # Slow but successful: exactly the case idempotency keys exist for.
+            await asyncio.sleep(self.hang_seconds)
+        payment = GatewayPayment(
+            id=f"pay_{uuid.uuid4().hex}",
+            idempotency_key=idempotency_key,
+            status=PaymentStatus.declined if code else PaymentStatus.authorized,
+            amount=amount,
+            currency=currency,
+            card_last4=digits[-4:],
+            decline_code=code,
+        )
+        held = await self.ledger.add(payment)
+        self._recorded[idempotency_key] = True
+        self._recent[held.id] = held
+        if held.id != payment.id:
+            # Another process recorded the key first: its answer stands.
+            return self._replay(held, amount, currency, digits[-4:])
+        if code is not None:
+            raise PaymentDeclined(code, payment)
+        self.charges += 1
+        return payment
 
     @staticmethod
     def _replay(
@@ -146,56 +169,91 @@ class SimulatedGateway:
             raise PaymentDeclined(payment.decline_code, payment)
         return payment
 
-    def _get(self, payment_id: str) -> GatewayPayment:
-        try:
-            return self._payments[payment_id]
-        except KeyError:
-            raise PaymentNotFound(payment_id) from None
-
-    def _save(self, payment: GatewayPayment) -> GatewayPayment:
-        self._payments[payment.id] = payment
+    async def _get(self, payment_id: str) -> GatewayPayment:
+        payment = await self.ledger.by_id(payment_id)
+        if payment is None:
+            raise PaymentNotFound(payment_id)
         return payment
+
+    async def _change(
+        self, payment_id: str, change: Callable[[GatewayPayment], GatewayPayment]
+    ) -> GatewayPayment:
+        """Apply ``change`` to the payment as it is now.
+
+        It starts from this process's last copy, if any (capturing right after
+        authorizing then takes one write): the ledger swaps only from the state it
+        holds, so a copy another process has overtaken is read again, as is one that
+        ``change`` leaves alone or refuses."""
+        p = self._recent.get(payment_id)
+        fresh = p is None
+        while True:
+            if p is None:
+                p, fresh = await self._get(payment_id), True
+            try:
+                new = change(p)
+            except PaymentError:
+                if fresh:
+                    raise
+                p = None
+                continue
+            if new == p:
+                if fresh:
+                    return new
+                p = None
+                continue
+            if await self.ledger.swap(p, new):
+                self._recent[payment_id] = new
+                return new
+            p = None
 
     async def capture(self, payment_id: str) -> GatewayPayment:
         self.calls["capture"] += 1
         await asyncio.sleep(self.latency)
-        p = self._get(payment_id)
-        if p.status is PaymentStatus.captured:
-            return p  # a retried capture is a no-op
-        if p.status is not PaymentStatus.authorized:
-            raise PaymentStateError(f"cannot capture a {p.status} payment", p)
-        return self._save(replace(p, status=PaymentStatus.captured))
+
+        def capture(p: GatewayPayment) -> GatewayPayment:
+            if p.status is PaymentStatus.captured:
+                return p  # a retried capture is a no-op
+            if p.status is not PaymentStatus.authorized:
+                raise PaymentStateError(f"cannot capture a {p.status} payment", p)
+            return replace(p, status=PaymentStatus.captured)
+
+        return await self._change(payment_id, capture)
 
     async def void(self, payment_id: str) -> GatewayPayment:
         self.calls["void"] += 1
         await asyncio.sleep(self.latency)
-        p = self._get(payment_id)
-        if p.status is PaymentStatus.voided:
-            return p
-        if p.status is not PaymentStatus.authorized:
-            raise PaymentStateError(f"cannot void a {p.status} payment", p)
-        return self._save(replace(p, status=PaymentStatus.voided))
+
+        def void(p: GatewayPayment) -> GatewayPayment:
+            if p.status is PaymentStatus.voided:
+                return p
+            if p.status is not PaymentStatus.authorized:
+                raise PaymentStateError(f"cannot void a {p.status} payment", p)
+            return replace(p, status=PaymentStatus.voided)
+
+        return await self._change(payment_id, void)
 
     async def refund(self, payment_id: str, amount: Decimal | None = None) -> GatewayPayment:
         self.calls["refund"] += 1
         await asyncio.sleep(self.latency)
-        p = self._get(payment_id)
-        if amount is None and p.status is PaymentStatus.refunded:
-            return p  # a retried full refund is a no-op
-        if p.status is not PaymentStatus.captured:
-            raise PaymentStateError(f"cannot refund a {p.status} payment", p)
-        remaining = p.amount - p.refunded_amount
-        amount = remaining if amount is None else amount
-        if not amount.is_finite() or amount <= 0:
-            raise PaymentError("refund amount must be positive")
-        if amount > remaining:
-            raise PaymentStateError(f"refund of {amount} exceeds the {remaining} left", p)
-        refunded = p.refunded_amount + amount
-        status = PaymentStatus.refunded if refunded == p.amount else PaymentStatus.captured
-        return self._save(replace(p, status=status, refunded_amount=refunded))
+
+        def refund(p: GatewayPayment) -> GatewayPayment:
+            if amount is None and p.status is PaymentStatus.refunded:
+                return p  # a retried full refund is a no-op
+            if p.status is not PaymentStatus.captured:
+                raise PaymentStateError(f"cannot refund a {p.status} payment", p)
+            remaining = p.amount - p.refunded_amount
+            part = remaining if amount is None else amount
+            if not part.is_finite() or part <= 0:
+                raise PaymentError("refund amount must be positive")
+            if part > remaining:
+                raise PaymentStateError(f"refund of {part} exceeds the {remaining} left", p)
+            refunded = p.refunded_amount + part
+            status = PaymentStatus.refunded if refunded == p.amount else PaymentStatus.captured
+            return replace(p, status=status, refunded_amount=refunded)
+
+        return await self._change(payment_id, refund)
 
     async def get_by_idempotency_key(self, idempotency_key: str) -> GatewayPayment | None:
         self.calls["get_by_idempotency_key"] += 1
         await asyncio.sleep(self.latency)
-        payment_id = self._by_key.get(idempotency_key)
-        return None if payment_id is None else self._payments[payment_id]
+        return await self.ledger.by_key(idempotency_key)
