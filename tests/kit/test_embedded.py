@@ -195,3 +195,20 @@ async def test_app_runs_on_embedded_servers_by_default(tmp_path: Path) -> None:
     assert detailed["checks"]["outbox"]["running"] is True
     assert categories == []
     assert (tmp_path / "data" / "pg" / "PG_VERSION").exists()
+
+
+def test_valkey_keeps_its_data_across_a_restart(valkey_dir: Path) -> None:
+    first = start_embedded_valkey(valkey_dir)
+    client = valkey.Valkey.from_url(first.url)
+    client.set("session:abc", "user-7", ex=3600)
+    client.close()  # type: ignore[no-untyped-call]
+    first.stop()  # the last one out saves the data set
+    assert valkey_process(valkey_dir) is None
+    again = start_embedded_valkey(valkey_dir)
+    try:
+        client = valkey.Valkey.from_url(again.url)
+        assert client.get("session:abc") == b"user-7"
+        assert 3500 < client.ttl("session:abc") <= 3600
+        client.close()  # type: ignore[no-untyped-call]
+    finally:
+        again.stop()

@@ -183,7 +183,7 @@ class EmbeddedValkey:
                 return
             running = _running_server(self.valkey_dir)
             if running is not None:
-                server = _ValkeyServer(data_dir=str(self.valkey_dir))
+                server = _ValkeyServer(data_dir=str(self.valkey_dir), persist=True)
                 server.port = urlsplit(running[0]).port
                 with contextlib.suppress(Exception):
                     server.stop()
@@ -207,9 +207,11 @@ def start_embedded_valkey(valkey_dir: Path) -> EmbeddedValkey:
             url, owned = running[0], False
             log.info("valkey.embedded_joined", url=url, pid=running[1], users=len(handles))
         else:
-            # A cache only: nothing is saved to disk.
+            # Saved whole at shutdown and loaded at start, so that a restart keeps the
+            # sessions, and the caches come back as they were left rather than from an
+            # older periodic snapshot.
             server = _ValkeyServer(
-                data_dir=str(valkey_dir), persist=False, save=None, appendonly="no"
+                data_dir=str(valkey_dir), persist=True, save=None, appendonly="no"
             )
             server.start()
             atexit.unregister(server.stop)
