@@ -31,17 +31,13 @@ SELECT id, email, name, role, seller_id, password_hash, api_token_hash, created_
 -- [SELECT cart_add_item] take the cart, slide its holds, check the product and the line limit, reserve, return the lines (cart/service.py ADD_ITEM_SQL; the function is in migration 0004)
 SELECT cart_add_item((:u_id::bigint), (NULL)::text, (NULL)::text, (:pid::bigint), (1)::int, ((now() + interval '1800 seconds'))::timestamptz, (1000)::int, (('pgbench-' || :run::text || '-' || :k::text))::text, ('127.0.0.1')::text);
 
--- ============ checkout: 2 statements, and the simulated gateway's 2 ============
+-- ============ checkout: 2 statements ============
 -- order placement: one call, committing on its own; the Valkey SET NX comes first, not SQL
 -- [SELECT checkout_place] claim the idempotency key, lock the cart and its holds, place the order: order, items, allocations, payment, timeline, audit, outbox; holds and lines go (order/service.py PLACE_SQL; the function is in migration 0005)
 SELECT placed_id AS id, placed_total AS total, placed_items->0->>'product_id' AS product_id, placed_items->0->>'quantity' AS quantity FROM checkout_place((:u_id::bigint), (('pgb-' || :run::text || '-' || :uix::text || '-' || :k::text))::text, ('df5d5ca6a0a3424880f940739b15ad7b7a5a9221323443da5cc682e6a25ee77d')::text, ('{"name": "Bench Buyer", "line1": "1 Load St", "line2": "", "city": "Testville", "postal_code": "12345", "country": "US"}')::text, (now())::timestamptz, ((now() + interval '1800 seconds'))::timestamptz, ('simulated')::text, ('4242')::text, (('pgbench-' || :run::text || '-' || :k::text))::text, ('127.0.0.1')::text) \gset o_
 
--- payment: authorize + capture at the in-process simulated gateway, which records the
--- charge in its own UNLOGGED table (payment/ledger.py; autocommit, on the checkout's
--- connections; not traced by the capture, so these carry no [tag]). The ids are unique
--- per run as the gateway's random ones are.
-INSERT INTO simulated_payments (id, idempotency_key, status, amount, currency, card_last4, decline_code, refunded_amount) VALUES (('pay_' || :run::text || '_' || :o_id::text), ('order-' || :o_id::text), 'authorized', (:o_total)::numeric, 'USD', '4242', NULL, 0) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key, status, amount, currency, card_last4, decline_code, refunded_amount;
-UPDATE simulated_payments SET status = 'captured', refunded_amount = 0, updated_at = now() WHERE id = ('pay_' || :run::text || '_' || :o_id::text) AND status = 'authorized' AND refunded_amount = 0 RETURNING true;
+-- payment: authorize + capture at the in-process simulated gateway, which keeps its
+-- payments in Valkey (payment/ledger.py): no SQL
 
 -- paying is one statement, run on its own (autocommit: no BEGIN/COMMIT)
 -- [UPDATE orders] pay: order paid, allocations committed, stock taken, payment captured, timeline, audit, outbox, idempotency answer (order/repository.py PAY_SQL)

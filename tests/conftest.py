@@ -30,7 +30,7 @@ TEST_DB = f"emporium_test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 TABLES = (
     "stock", "products", "categories", "users", "sellers", "warehouses", "outbox", "audit_logs",
     "carts", "cart_items", "reservations", "orders", "order_items", "order_allocations",
-    "order_events", "shipments", "payments", "idempotency_keys", "simulated_payments",
+    "order_events", "shipments", "payments", "idempotency_keys",
 )  # fmt: skip
 
 

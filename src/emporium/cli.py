@@ -165,19 +165,26 @@ def worker(
         import signal
         from datetime import timedelta
 
+        import valkey.asyncio as valkey_async
+
         from emporium.cart.tasks import ReservationReaper
         from emporium.checkout.tasks import IdempotencyKeyPurger
-        from emporium.kit.db import open_database, resolve_database_url
+        from emporium.kit.db import open_database
+        from emporium.kit.embedded import start_embedded_valkey
         from emporium.kit.outbox import OutboxPurger
-        from emporium.kit.sql import create_pool, to_libpq_url
         from emporium.order.tasks import PaymentReconciler
         from emporium.payment.factory import build_gateway
 
         engine, maker = await open_database(settings)
-        url = await asyncio.to_thread(resolve_database_url, settings)
-        # The reconciler asks the gateway about charges; the built-in one keeps them here.
-        pool = await create_pool(to_libpq_url(url), 2)
-        gateway = build_gateway(settings, pool)
+        # The reconciler asks the gateway about charges; the built-in one keeps them in
+        # Valkey, the server's (joined when embedded).
+        embedded = None
+        valkey_url = settings.valkey_url
+        if not valkey_url:
+            embedded = await asyncio.to_thread(start_embedded_valkey, settings.valkey_dir)
+            valkey_url = embedded.url
+        store = valkey_async.Valkey.from_url(valkey_url)
+        gateway = build_gateway(settings, store)
         reaper = ReservationReaper(maker, interval_seconds=interval)
         purger = IdempotencyKeyPurger(maker, interval_seconds=interval * 6)
         outbox_purger = OutboxPurger(
@@ -211,7 +218,9 @@ def worker(
             await purger.stop()
             await outbox_purger.stop()
             await gateway.aclose()
-            await pool.close()
+            await store.aclose()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
             await engine.dispose()
 
     _run(go)

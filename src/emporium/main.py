@@ -175,9 +175,7 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
     app.state.dispatcher = dispatcher
     app.state.rebuild_task = None
 
-    # The built-in gateway records payments through the checkout's own connections, so
-    # paying never waits behind add-to-cart traffic on the main pool.
-    gateway = build_gateway(settings, checkout_pool)
+    gateway = build_gateway(settings, cache.client)
     app.state.gateway = gateway
     app.state.checkout = CheckoutService(
         maker=maker,

@@ -4,11 +4,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.inventory.reservations import reserve
-from emporium.models import Cart, CartItem, Order, Reservation, SimulatedPayment, Stock
+from emporium.models import Cart, CartItem, Order, Reservation, Stock
+from emporium.payment.ledger import PREFIX
 
 ADDRESS = {
     "name": "Ada Lovelace",
@@ -96,14 +98,11 @@ __all__ = [
 ]
 
 
-async def gateway_payments(
-    maker: async_sessionmaker[AsyncSession],
-) -> list[tuple[str, Decimal, Decimal]]:
-    """(status, amount, refunded) of each payment the built-in gateway holds, oldest first."""
-    async with maker() as s:
-        rows = await s.execute(
-            select(
-                SimulatedPayment.status, SimulatedPayment.amount, SimulatedPayment.refunded_amount
-            ).order_by(SimulatedPayment.created_at, SimulatedPayment.id)
-        )
-        return [(st, a, r) for st, a, r in rows.all()]
+async def gateway_payments(app: FastAPI) -> list[tuple[str, Decimal, Decimal]]:
+    """(status, amount, refunded) of each payment the built-in gateway holds in Valkey."""
+    ledger = app.state.gateway.inner.ledger
+    found = []
+    async for key in ledger.client.scan_iter(match=f"{PREFIX}pay:*"):
+        payment = await ledger.by_id(key.decode().rsplit(":", 1)[1])
+        found.append((payment.status.value, payment.amount, payment.refunded_amount))
+    return sorted(found)

@@ -52,7 +52,7 @@ async def test_customer_cancels_a_paid_order_and_is_refunded(
     assert r.json()["status"] == "cancelled"
     assert [t["status"] for t in r.json()["timeline"]] == ["pending_payment", "paid", "cancelled"]
     assert await stock_of(maker, sony) == [(10, 0), (5, 0)]
-    assert await gateway_payments(maker) == [("refunded", Decimal("1049.97"), Decimal("1049.97"))]
+    assert await gateway_payments(app) == [("refunded", Decimal("1049.97"), Decimal("1049.97"))]
     r = await client.post(f"{API}/orders/{order['id']}/cancel", headers=auth("customer"))
     assert (r.status_code, r.json()["error"]) == (409, "invalid_transition")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from emporium.config import Settings
 from emporium.main import create_app
 from emporium.models import AuditLog, OrderEvent
+from emporium.payment.ledger import PREFIX
 from tests.checkout.helpers import count, gateway_payments, stock_of
 from tests.checkout.test_orders import _paid_order
 from tests.fixtures import auth
@@ -42,7 +44,7 @@ async def test_another_server_process_refunds_a_charge_after_a_restart(
         assert other.state.gateway.inner.charges == 0  # it refunded; it never charged
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "cancelled"
-    assert await gateway_payments(maker) == [("refunded", SONY_X3, SONY_X3)]
+    assert await gateway_payments(app) == [("refunded", SONY_X3, SONY_X3)]
     assert await stock_of(maker, sony) == [(10, 0), (5, 0)]
 
 
@@ -59,33 +61,48 @@ async def _unchanged(
     )
 
 
+async def forget_payments(app: FastAPI) -> None:
+    """The gateway loses every charge it holds."""
+    client = app.state.cache.client
+    keys = [k async for k in client.scan_iter(match=f"{PREFIX}*")]
+    assert len(keys) == 2  # the payment and its idempotency key
+    await client.delete(*keys)
+
+
+async def void_payments(app: FastAPI) -> None:
+    """Every charge the gateway holds is voided there."""
+    client = app.state.cache.client
+    async for key in client.scan_iter(match=f"{PREFIX}pay:*"):
+        await client.hset(key, "status", "voided")
+
+
 @pytest.mark.parametrize(
     ("gateway_change", "detail", "reason"),
     [
-        (  # the gateway lost the charge
-            "DELETE FROM simulated_payments",
+        (
+            forget_payments,
             "the payment gateway has no record of this order's charge",
             "payment_not_found",
         ),
-        (  # the charge was voided at the gateway
-            "UPDATE simulated_payments SET status = 'voided'",
+        (
+            void_payments,
             "the payment gateway refused the refund: cannot refund a voided payment",
             "payment_refused",
         ),
     ],
 )
 async def test_a_cancel_whose_refund_the_gateway_refuses_changes_nothing(
+    app: FastAPI,
     client: AsyncClient,
     catalog: dict[str, Any],
     maker: async_sessionmaker[AsyncSession],
-    gateway_change: str,
+    gateway_change: Callable[[FastAPI], Awaitable[None]],
     detail: str,
     reason: str,
 ) -> None:
     sony = catalog["product"]["sony"]
     order = await _paid_order(client, maker, catalog, {sony: 3}, "r-2")
-    async with maker() as s, s.begin():
-        await s.execute(text(gateway_change))
+    await gateway_change(app)
     before = await _unchanged(maker, order["id"], sony)
     assert before == ("paid", [(7, 0), (5, 0)], before[2], 2)
     r = await client.post(f"{API}/orders/{order['id']}/cancel", headers=auth("customer"))
@@ -108,10 +125,11 @@ async def test_cancel_while_the_gateway_is_down_answers_503_and_changes_nothing(
     assert r.status_code == 503, r.text
     assert r.json()["error"] == "payment_unavailable"
     assert await _unchanged(maker, order["id"], sony) == before
-    assert await gateway_payments(maker) == [("captured", SONY_X3, Decimal("0.00"))]
+    assert await gateway_payments(app) == [("captured", SONY_X3, Decimal("0"))]
 
 
 async def test_an_admin_refund_the_gateway_refuses_changes_nothing(
+    app: FastAPI,
     client: AsyncClient,
     catalog: dict[str, Any],
     maker: async_sessionmaker[AsyncSession],
@@ -124,8 +142,7 @@ async def test_an_admin_refund_the_gateway_refuses_changes_nothing(
     assert r.json()["status"] == "shipped"
     r = await client.post(f"{API}/orders/{order['id']}/deliver", headers=admin)
     assert r.json()["status"] == "delivered"
-    async with maker() as s, s.begin():
-        await s.execute(text("DELETE FROM simulated_payments"))
+    await forget_payments(app)
     before = await _unchanged(maker, order["id"], sony)
     assert before[0] == "delivered"
     r = await client.post(

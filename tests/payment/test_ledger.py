@@ -1,14 +1,13 @@
-"""The built-in gateway's payments in PostgreSQL, shared by every server process.
+"""The built-in gateway's payments in Valkey, shared by every server process.
 
 Each SimulatedGateway below has its own in-process state, as two server processes do;
-only the table is shared."""
+only Valkey is shared."""
 
 from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
 
-import asyncpg
 import pytest
 from fastapi import FastAPI
 
@@ -19,7 +18,7 @@ from emporium.payment.gateway import (
     PaymentStateError,
     PaymentStatus,
 )
-from emporium.payment.ledger import PgLedger
+from emporium.payment.ledger import PREFIX, RETENTION_SECONDS, ValkeyLedger
 from emporium.payment.simulated import CARD_DECLINED, CARD_OK, SimulatedGateway
 
 OK = Card(CARD_OK, "12/30", "123")
@@ -27,16 +26,22 @@ OK = Card(CARD_OK, "12/30", "123")
 
 @pytest.fixture
 def pair(app: FastAPI) -> tuple[SimulatedGateway, SimulatedGateway]:
-    pool: asyncpg.Pool = app.state.checkout_pool
-    return SimulatedGateway(ledger=PgLedger(pool)), SimulatedGateway(ledger=PgLedger(pool))
+    client = app.state.cache.client
+    return SimulatedGateway(ledger=ValkeyLedger(client)), SimulatedGateway(
+        ledger=ValkeyLedger(client)
+    )
 
 
 async def rows(app: FastAPI) -> list[tuple[str, str, Decimal, Decimal]]:
-    records = await app.state.checkout_pool.fetch(
-        "SELECT idempotency_key, status, amount, refunded_amount FROM simulated_payments"
-        " ORDER BY idempotency_key"
-    )
-    return [tuple(r.values()) for r in records]
+    """(key, status, amount, refunded) of every payment stored, by key."""
+    ledger = ValkeyLedger(app.state.cache.client)
+    found = []
+    async for key in ledger.client.scan_iter(match=f"{PREFIX}pay:*"):
+        p = await ledger.by_id(key.decode().rsplit(":", 1)[1])
+        assert p is not None
+        assert await ledger.client.ttl(key) > RETENTION_SECONDS - 60
+        found.append((p.idempotency_key, p.status.value, p.amount, p.refunded_amount))
+    return sorted(found)
 
 
 async def test_one_key_charged_from_two_processes_at_once_is_one_charge(
@@ -51,7 +56,7 @@ async def test_one_key_charged_from_two_processes_at_once_is_one_charge(
     payments = await asyncio.gather(*calls)
     assert len({p.id for p in payments}) == 1
     assert a.charges + b.charges == 1
-    assert await rows(app) == [("order-1", "authorized", Decimal("25.00"), Decimal("0.00"))]
+    assert await rows(app) == [("order-1", "authorized", Decimal("25.00"), Decimal("0"))]
 
 
 async def test_a_declined_or_conflicting_key_answers_the_same_in_another_process(
@@ -71,8 +76,8 @@ async def test_a_declined_or_conflicting_key_answers_the_same_in_another_process
         await b.authorize(idempotency_key="k-c", amount=Decimal("20"), currency="USD", card=OK)
     assert a.charges + b.charges == 1
     assert await rows(app) == [
-        ("k-c", "authorized", Decimal("10.00"), Decimal("0.00")),
-        ("k-d", "declined", Decimal("5.00"), Decimal("0.00")),
+        ("k-c", "authorized", Decimal("10"), Decimal("0")),
+        ("k-d", "declined", Decimal("5"), Decimal("0")),
     ]
 
 
@@ -89,7 +94,7 @@ async def test_refunds_from_two_processes_never_exceed_the_charge(
     assert all(isinstance(r, PaymentStateError) for r in refused)
     final = await b.get_by_idempotency_key("k-r")
     assert final is not None
-    assert (final.status, final.refunded_amount) == (PaymentStatus.refunded, Decimal("100.00"))
+    assert (final.status, final.refunded_amount) == (PaymentStatus.refunded, Decimal("100"))
     # A retried full refund, from either process, is a no-op.
-    assert (await a.refund(p.id)).refunded_amount == Decimal("100.00")
-    assert await rows(app) == [("k-r", "refunded", Decimal("100.00"), Decimal("100.00"))]
+    assert (await a.refund(p.id)).refunded_amount == Decimal("100")
+    assert await rows(app) == [("k-r", "refunded", Decimal("100"), Decimal("100"))]

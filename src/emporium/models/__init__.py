@@ -14,7 +14,6 @@ from emporium.models.order import (
 from emporium.models.outbox import OutboxEvent
 from emporium.models.product import Product
 from emporium.models.seller import Seller
-from emporium.models.simulated_payment import SimulatedPayment
 from emporium.models.stock import Stock
 from emporium.models.user import Role, User
 from emporium.models.warehouse import Warehouse
@@ -37,7 +36,6 @@ __all__ = [
     "Role",
     "Seller",
     "Shipment",
-    "SimulatedPayment",
     "Stock",
     "User",
     "Warehouse",
