@@ -114,6 +114,22 @@ def _orders_index_and_fillfactor(dsn: str) -> tuple[list[str], list[str] | None]
     return asyncio.run(read())
 
 
+def _answer_storage(dsn: str) -> tuple[str, bool]:
+    """(idempotency_keys.response_body's type, whether checkout_place returns it as text)."""
+
+    async def read() -> tuple[str, bool]:
+        column = await _query(
+            dsn,
+            "SELECT data_type FROM information_schema.columns"
+            " WHERE table_name = 'idempotency_keys' AND column_name = 'response_body'",
+        )
+        source = await _query(dsn, "SELECT prosrc FROM pg_proc WHERE proname = 'checkout_place'")
+        as_text = "'body', k.response_body::text)" in str(source[0]["prosrc"])
+        return str(column[0]["data_type"]), as_text
+
+    return asyncio.run(read())
+
+
 ORDERS_INDEXES_0010 = [
     "CREATE UNIQUE INDEX pk_orders ON public.orders USING btree (id)",
     "CREATE INDEX ix_orders_status_updated_at ON public.orders USING btree (status, updated_at)",
@@ -132,10 +148,15 @@ def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     cfg = alembic_config(url)
     upgrade(url)
     version, tables, delete = _state(scratch)
-    assert version == "0013"
+    assert version == "0014"
+    assert _answer_storage(scratch) == ("json", True)
     assert len(tables) == 19
     assert "simulated_payments" not in tables
     assert _orders_index_and_fillfactor(scratch) == (ORDERS_INDEXES_0011, ["fillfactor=70"])
+
+    command.downgrade(cfg, "0013")
+    assert _state(scratch) == ("0013", tables, delete)
+    assert _answer_storage(scratch) == ("jsonb", False)
 
     command.downgrade(cfg, "0012")  # the simulated gateway's table, as 0012 left it
     assert _state(scratch) == ("0012", sorted([*tables, "simulated_payments"]), delete)
@@ -176,7 +197,8 @@ def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     assert _state(scratch) == (None, ["alembic_version"], None)
 
     upgrade(url)
-    assert _state(scratch) == ("0013", tables, delete)
+    assert _state(scratch) == ("0014", tables, delete)
+    assert _answer_storage(scratch) == ("json", True)
     assert _orders_index_and_fillfactor(scratch) == (ORDERS_INDEXES_0011, ["fillfactor=70"])
     assert _functions(scratch, "cart_add_items") == 1
     assert _per_order_checks(scratch) == (False, False, False)

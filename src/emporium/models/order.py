@@ -18,7 +18,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSON, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from emporium.models.base import Base, CreatedAt, Timestamps
@@ -185,7 +185,8 @@ class IdempotencyKey(CreatedAt, Base):
     # processing | completed
     state: Mapped[str] = mapped_column(String(20), nullable=False, server_default="processing")
     response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    response_body: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    # json, not jsonb: a replay must repeat the first answer's text, key order included.
+    response_body: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     order_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     expires_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True),

@@ -104,7 +104,7 @@ WITH o AS (
     SELECT 'order.paid', 'order', o.id::text, '{}'::jsonb FROM o
 ), answer AS (
     UPDATE idempotency_keys
-    SET state = 'completed', response_status = $8::int, response_body = $9::text::jsonb,
+    SET state = 'completed', response_status = $8::int, response_body = $9::text::json,
         order_id = (SELECT id FROM o)
     WHERE user_id = $7::bigint AND key = $10::text AND state = 'processing'
       AND EXISTS (SELECT 1 FROM o)
@@ -113,7 +113,7 @@ SELECT * FROM o
 """
 _ANSWER = """
 UPDATE idempotency_keys
-SET state = 'completed', response_status = $3, response_body = $4::text::jsonb, order_id = $5
+SET state = 'completed', response_status = $3, response_body = $4::text::json, order_id = $5
 WHERE user_id = $1 AND key = $2 AND state = 'processing'
 """
 
