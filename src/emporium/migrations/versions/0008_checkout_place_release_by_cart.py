@@ -9,12 +9,11 @@ a dozen holds against a few thousand rows and scanned the whole reservations tab
 rows and all, in every checkout; narrowed by the cart it walks the cart's index instead.
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 from alembic import op
+
+from emporium.migrations import earlier
 
 revision: str = "0008"
 down_revision: str | None = "0007"
@@ -27,13 +26,7 @@ BY_CART = "DELETE FROM reservations WHERE cart_id = v_cart AND id IN (SELECT id 
 
 def _placed() -> str:
     """0005's function text, as the replacement starts from it."""
-    path = Path(__file__).with_name("0005_checkout_place.py")
-    spec = importlib.util.spec_from_file_location("emporium_migration_0005", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module: ModuleType = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    text: str = module.CHECKOUT_PLACE
+    text: str = earlier.load("0005_checkout_place.py").CHECKOUT_PLACE
     assert text.count(BY_ID) == 1
     return text.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
 

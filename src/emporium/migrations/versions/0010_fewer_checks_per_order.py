@@ -13,12 +13,11 @@ Create Date: 2026-12-02 11:30:00.000000
   allocation paid for an entry in both.
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 from alembic import op
+
+from emporium.migrations import earlier
 
 revision: str = "0010"
 down_revision: str | None = "0009"
@@ -57,23 +56,13 @@ DECLARE_APART = "    v_unavailable jsonb;\n"
 DECLARE_TOGETHER = "    v_unavailable jsonb;\n    v_lines bigint;\n"
 
 
-def _load(name: str) -> ModuleType:
-    path = Path(__file__).with_name(name)
-    spec = importlib.util.spec_from_file_location(f"emporium_migration_{path.stem}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _replacing(text: str) -> str:
     return text.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
 
 
 def _cart_add_item() -> str:
     """0004's function text, as the replacement starts from it."""
-    text: str = _load("0004_reserve_functions.py").CART_ADD_ITEM
+    text: str = earlier.load("0004_reserve_functions.py").CART_ADD_ITEM
     assert text.count(RECLAIMABLE_EAGER) == 1
     assert text.count(HINT_EAGER) == 2
     return _replacing(text)
@@ -81,7 +70,7 @@ def _cart_add_item() -> str:
 
 def _checkout_place() -> str:
     """0008's function text (0005's with the holds released by cart)."""
-    m8 = _load("0008_checkout_place_release_by_cart.py")
+    m8 = earlier.load("0008_checkout_place_release_by_cart.py")
     text: str = m8._placed().replace(m8.BY_ID, m8.BY_CART)
     assert text.count(CHECKS_APART) == 1
     assert text.count(DECLARE_APART) == 1

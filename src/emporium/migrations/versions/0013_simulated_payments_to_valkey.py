@@ -10,11 +10,11 @@ sold-out product's rows). The built-in gateway keeps its payments in Valkey inst
 (``payment/ledger.py``); the table goes.
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
 
 from alembic import op
+
+from emporium.migrations import earlier
 
 revision: str = "0013"
 down_revision: str | None = "0012"
@@ -28,10 +28,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # The table as 0012 made it (empty: the payments stay in Valkey).
-    path = Path(__file__).with_name("0012_simulated_payments.py")
-    spec = importlib.util.spec_from_file_location("emporium_migration_0012", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.upgrade()
+    earlier.load("0012_simulated_payments.py").upgrade()

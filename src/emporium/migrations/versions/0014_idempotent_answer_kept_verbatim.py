@@ -11,12 +11,11 @@ back as that text (a string inside its ``replay`` object), since nesting it in j
 would reorder it again.
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 from alembic import op
+
+from emporium.migrations import earlier
 
 revision: str = "0014"
 down_revision: str | None = "0013"
@@ -27,19 +26,9 @@ BODY_AS_JSONB = "'body', k.response_body)"
 BODY_AS_TEXT = "'body', k.response_body::text)"
 
 
-def _load(name: str) -> ModuleType:
-    path = Path(__file__).with_name(name)
-    spec = importlib.util.spec_from_file_location(f"emporium_migration_{path.stem}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _checkout_place() -> str:
     """checkout_place as 0010 left it."""
-    m10 = _load("0010_fewer_checks_per_order.py")
+    m10 = earlier.load("0010_fewer_checks_per_order.py")
     text: str = (
         m10._checkout_place()
         .replace(m10.CHECKS_APART, m10.CHECKS_TOGETHER)
