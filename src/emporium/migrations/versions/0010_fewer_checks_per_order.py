@@ -77,6 +77,15 @@ def _checkout_place() -> str:
     return text
 
 
+def checkout_place_checks_together() -> str:
+    """checkout_place as this revision leaves it."""
+    return (
+        _checkout_place()
+        .replace(CHECKS_APART, CHECKS_TOGETHER)
+        .replace(DECLARE_APART, DECLARE_TOGETHER)
+    )
+
+
 def upgrade() -> None:
     add = _cart_add_item()
     op.execute(
@@ -84,10 +93,7 @@ def upgrade() -> None:
         .replace("    v_reclaimable boolean;\n", "")
         .replace(HINT_EAGER, HINT_LAZY)
     )
-    place = _checkout_place()
-    op.execute(
-        place.replace(CHECKS_APART, CHECKS_TOGETHER).replace(DECLARE_APART, DECLARE_TOGETHER)
-    )
+    op.execute(checkout_place_checks_together())
     op.drop_index("ix_order_allocations_order_id", table_name="order_allocations")
 
 

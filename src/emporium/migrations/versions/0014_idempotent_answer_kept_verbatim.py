@@ -28,14 +28,10 @@ BODY_AS_TEXT = "'body', k.response_body::text)"
 
 def _checkout_place() -> str:
     """checkout_place as 0010 left it."""
-    m10 = earlier.load("0010_fewer_checks_per_order.py")
-    text: str = (
-        m10._checkout_place()
-        .replace(m10.CHECKS_APART, m10.CHECKS_TOGETHER)
-        .replace(m10.DECLARE_APART, m10.DECLARE_TOGETHER)
-    )
+    text: str = earlier.load("0010_fewer_checks_per_order.py").checkout_place_checks_together()
+    assert "CREATE OR REPLACE FUNCTION" in text
     assert text.count(BODY_AS_JSONB) == 1
-    return text.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+    return text
 
 
 def upgrade() -> None:
