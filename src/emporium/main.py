@@ -45,6 +45,7 @@ from emporium.kit.leader import Leadership
 from emporium.kit.logging import CorrelationIdMiddleware, configure_logging
 from emporium.kit.metrics import PrometheusMiddleware, metrics_endpoint, process_exited
 from emporium.kit.outbox import OutboxDispatcher, OutboxPurger, signal
+from emporium.kit.routing import DirectApp
 from emporium.kit.sql import create_pool, to_libpq_url
 from emporium.order.endpoints import router as order_router
 from emporium.order.tasks import PaymentReconciler
@@ -88,7 +89,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         finally:
             await shutdown(app)
 
-    app = FastAPI(
+    app = DirectApp(
         title="Emporium",
         version=__version__,
         lifespan=lifespan,
@@ -101,12 +102,12 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     install_error_handlers(app)
     app.add_middleware(PrometheusMiddleware)
     app.add_middleware(CorrelationIdMiddleware)
-    # A request is matched against the routes in order, router by router, so the
-    # busiest ones (add to cart, checkout) go first; OPENAPI_TAGS orders the docs.
-    app.include_router(cart_direct_router, prefix="/api/v1")
+    # Add to cart and checkout are served directly (DirectApp); other requests are
+    # matched against the routes in order, router by router. OPENAPI_TAGS orders the docs.
+    app.include_direct(cart_direct_router, prefix="/api/v1")
     app.include_router(cart_router, prefix="/api/v1")
     install_cart(app)
-    app.include_router(checkout_router, prefix="/api/v1")
+    app.include_direct(checkout_router, prefix="/api/v1")
     app.include_router(catalog_router, prefix="/api/v1")
     app.include_router(inventory_router, prefix="/api/v1")
     app.include_router(search_router, prefix="/api/v1")

@@ -12,6 +12,11 @@ The endpoint returns its ``Response`` itself. Add to cart and checkout run this 
 FastAPI's generic handler, with its dependency graph, exit stacks and response
 validation, cost them about 0.1 ms of CPU per request more
 (``docs/checkout-performance.md``).
+
+``DirectApp`` goes one step further for the routes included with ``include_direct``: a
+request for one of them (its exact method and path) skips FastAPI's router and its own
+layers, and runs through a stack built as Starlette builds its own (the server-error
+handler, the app's middleware, its exception handlers) straight into the handler.
 """
 
 from __future__ import annotations
@@ -21,13 +26,18 @@ from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
+from fastapi import APIRouter, FastAPI
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic_core import PydanticUndefined
+from starlette.middleware import Middleware
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 Caller = Callable[[Request], AbstractAsyncContextManager[Any]]
@@ -69,6 +79,8 @@ def _read_body(raw: bytes, content_type: str | None, strict: bool) -> Any:
 class DirectRoute(APIRoute):
     """An ``APIRoute`` whose handler reads the request itself (see the module docstring);
     use it as an ``APIRouter``'s ``route_class``."""
+
+    direct_handler: Handler
 
     def get_route_handler(self) -> Handler:
         dependant = self.dependant
@@ -130,4 +142,85 @@ class DirectRoute(APIRoute):
                 raise TypeError(f"{path}: a DirectRoute's endpoint returns a Response")
             return response
 
+        self.direct_handler = handler
         return handler
+
+
+async def _serve_direct(scope: Scope, receive: Receive, send: Send) -> None:
+    route: DirectRoute = scope["route"]
+    response = await route.direct_handler(Request(scope, receive, send))
+    await response(scope, receive, send)
+
+
+class DirectApp(FastAPI):
+    """A FastAPI app that serves the routes of ``include_direct`` without its router.
+
+    FastAPI's router matches included routers level by level, and its app adds layers
+    for its telemetry, body limits and exit stacks; for add to cart and checkout these
+    cost about 9 % of the server's CPU per order (``bench/server_cpu_pair.py``). The
+    direct stack keeps what those requests use: the server-error handler, the app's
+    middleware (correlation ids, metrics, access log) and its exception handlers. It is
+    only taken while the skipped layers have nothing to do: no ``max_body_size``, no
+    FastAPI telemetry, no root path.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._direct: dict[tuple[str, str], DirectRoute] = {}
+        self._direct_stack: ASGIApp | None = None
+
+    def include_direct(self, router: APIRouter, *, prefix: str = "") -> None:
+        """``include_router``, and serve the router's DirectRoutes on the direct stack."""
+        self.include_router(router, prefix=prefix)
+        for route in router.routes:
+            if isinstance(route, DirectRoute) and not route.param_convertors:
+                for method in route.methods or ():
+                    self._direct[(method, prefix + route.path)] = route
+
+    def _usable(self) -> bool:
+        telemetry = getattr(self, "_native_telemetry", None)
+        return (
+            self.max_body_size is None
+            and not self.root_path
+            and not (telemetry is not None and telemetry.enabled())
+        )
+
+    def _build_direct_stack(self) -> ASGIApp:
+        # Starlette's build_middleware_stack, with the direct handler for the router.
+        error_handler = None
+        handlers: dict[Any, Any] = {}
+        for key, value in self.exception_handlers.items():
+            if key in (500, Exception):
+                error_handler = value
+            else:
+                handlers[key] = value
+        middleware = [
+            Middleware(ServerErrorMiddleware, handler=error_handler, debug=self.debug),
+            *self.user_middleware,
+            Middleware(ExceptionMiddleware, handlers=handlers, debug=self.debug),
+        ]
+        app: ASGIApp = _serve_direct
+        for cls, args, kwargs in reversed(middleware):
+            app = cls(app, *args, **kwargs)
+        return app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = None
+        if scope["type"] == "http" and not scope.get("root_path"):
+            route = self._direct.get((scope["method"], scope["path"]))
+        if route is None:
+            await super().__call__(scope, receive, send)
+            return
+        if self._direct_stack is None:
+            # Built once, at the first such request: the middleware is final by then.
+            if not self._usable():
+                self._direct.clear()
+                await super().__call__(scope, receive, send)
+                return
+            self._direct_stack = self._build_direct_stack()
+        scope["app"] = self
+        scope["router"] = self.router
+        scope["route"] = route
+        scope["endpoint"] = route.endpoint
+        scope["path_params"] = {}
+        await self._direct_stack(scope, receive, send)
