@@ -11,7 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import httpx
@@ -223,6 +223,55 @@ async def test_state_transitions(target: Target) -> None:
         await gw.capture("pay_does_not_exist")
     with pytest.raises(PaymentNotFound):
         await gw.refund("pay/../weird id")
+
+
+async def test_a_charge_captures_at_once_and_replays(target: Target) -> None:
+    gw, k = target.gateway, key()
+    before = await target.charges()
+    twenty = await asyncio.gather(
+        *(
+            gw.charge(idempotency_key=k, amount=Decimal("30.00"), currency="USD", card=card())
+            for _ in range(20)
+        )
+    )
+    assert len({p.id for p in twenty}) == 1
+    p = twenty[0]
+    assert (p.status, p.amount, p.refunded_amount) == (
+        PaymentStatus.captured,
+        Decimal("30.00"),
+        Decimal("0"),
+    )
+    assert await target.charges() == before + 1
+    assert await gw.get_by_idempotency_key(k) == p
+    with pytest.raises(IdempotencyConflict):
+        await gw.charge(idempotency_key=k, amount=Decimal("31.00"), currency="USD", card=card())
+    refunded = await gw.refund(p.id)
+    assert (refunded.status, refunded.refunded_amount) == (PaymentStatus.refunded, p.amount)
+
+    # A key an authorization holds: that payment is captured, not a second one made.
+    held = await gw.authorize(
+        idempotency_key=(k2 := key()), amount=Decimal("4"), currency="USD", card=card()
+    )
+    taken = await gw.charge(idempotency_key=k2, amount=Decimal("4"), currency="USD", card=card())
+    assert (taken.id, taken.status) == (held.id, PaymentStatus.captured)
+    assert await target.charges() == before + 2
+
+    voided = await gw.authorize(
+        idempotency_key=(k3 := key()), amount=Decimal("5"), currency="USD", card=card()
+    )
+    await gw.void(voided.id)
+    with pytest.raises(PaymentStateError):
+        await gw.charge(idempotency_key=k3, amount=Decimal("5"), currency="USD", card=card())
+    after = await gw.get_by_idempotency_key(k3)
+    assert after == replace(voided, status=PaymentStatus.voided)
+
+    with pytest.raises(PaymentDeclined) as declined:
+        await gw.charge(
+            idempotency_key=key(), amount=Decimal("6"), currency="USD", card=card(CARD_DECLINED)
+        )
+    assert declined.value.payment is not None
+    assert declined.value.payment.status is PaymentStatus.declined
+    assert await target.charges() == before + 3
 
 
 async def test_hang_card_times_out_over_http(server_url: str) -> None:

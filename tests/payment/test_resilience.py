@@ -111,6 +111,24 @@ async def test_a_transient_error_then_success_charges_once() -> None:
     assert inner.charges == 1
 
 
+class ChargeFailsFirst(SimulatedGateway):
+    """Answers its first charge with a transient error, then as usual."""
+
+    async def charge(self, **kwargs: Any) -> GatewayPayment:
+        if not self.calls["charge"]:
+            self.calls["charge"] += 1
+            raise PaymentTransientError("gateway_error")
+        return await super().charge(**kwargs)
+
+
+async def test_a_charge_is_retried_and_taken_once() -> None:
+    inner = ChargeFailsFirst()
+    gw = resilient(inner, attempts=3)
+    p = await gw.charge(idempotency_key="c-1", amount=Decimal("9.99"), currency="USD", card=card())
+    assert p.status is PaymentStatus.captured
+    assert (inner.calls["charge"], inner.calls["authorize"], inner.charges) == (2, 0, 1)
+
+
 async def test_a_transient_error_is_not_retried_when_retries_are_off() -> None:
     inner = FailsFirst()
     with pytest.raises(PaymentUnavailable) as exc_info:

@@ -1,7 +1,8 @@
 """Checkout in short transactions, with the payment call outside any of them.
 
 1. Create the order in ``pending_payment``: the cart's reservations become its allocations.
-2. Authorize and capture at the gateway, with the order id as the gateway's idempotency key.
+2. Charge at the gateway (authorize and capture in one call), with the order id as the
+   gateway's idempotency key.
 3. Mark the order paid and take the stock, or on a decline return the units to the cart.
 A crash between 2 and 3 leaves a ``pending_payment`` order for the reconciler.
 """
@@ -104,10 +105,9 @@ class CheckoutService:
 
         card = Card(number=body.payment.card_number, exp=body.payment.exp, cvc=body.payment.cvc)
         try:
-            authorized = await self.gateway.authorize(
+            captured = await self.gateway.charge(
                 idempotency_key=gateway_key, amount=amount, currency=currency, card=card
             )
-            captured = await self.gateway.capture(authorized.id)
         except PaymentDeclined as exc:
             async with UnitOfWork(self.maker) as session:
                 await orders.mark_payment_failed(

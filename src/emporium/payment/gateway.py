@@ -82,6 +82,13 @@ class PaymentGateway(Protocol):
         self, *, idempotency_key: str, amount: Decimal, currency: str, card: Card
     ) -> GatewayPayment: ...
 
+    async def charge(
+        self, *, idempotency_key: str, amount: Decimal, currency: str, card: Card
+    ) -> GatewayPayment:
+        """Authorize and capture in one call (a sale). A key that an authorization
+        already holds gets that payment captured; one that a charge holds, its payment."""
+        ...
+
     async def capture(self, payment_id: str) -> GatewayPayment: ...
 
     async def void(self, payment_id: str) -> GatewayPayment: ...

@@ -98,10 +98,21 @@ class HttpGateway:
     async def authorize(
         self, *, idempotency_key: str, amount: Decimal, currency: str, card: Card
     ) -> GatewayPayment:
+        return await self._create(idempotency_key, amount, currency, card, capture=False)
+
+    async def charge(
+        self, *, idempotency_key: str, amount: Decimal, currency: str, card: Card
+    ) -> GatewayPayment:
+        return await self._create(idempotency_key, amount, currency, card, capture=True)
+
+    async def _create(
+        self, idempotency_key: str, amount: Decimal, currency: str, card: Card, *, capture: bool
+    ) -> GatewayPayment:
         body = {
             "amount": str(amount),
             "currency": currency,
             "card": {"number": card.number, "exp": card.exp, "cvc": card.cvc},
+            "capture": capture,
         }
         headers = {"Idempotency-Key": idempotency_key}
         return await self._payment("POST", "/payments", json=body, headers=headers)

@@ -256,6 +256,16 @@ class ResilientGateway:
             ),
         )
 
+    async def charge(
+        self, *, idempotency_key: str, amount: Decimal, currency: str, card: Card
+    ) -> GatewayPayment:
+        return await self._call(
+            "charge",
+            lambda: self.inner.charge(
+                idempotency_key=idempotency_key, amount=amount, currency=currency, card=card
+            ),
+        )
+
     async def capture(self, payment_id: str) -> GatewayPayment:
         return await self._call("capture", lambda: self.inner.capture(payment_id))
 

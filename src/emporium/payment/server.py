@@ -37,6 +37,8 @@ class AuthorizeIn(BaseModel):
     currency: str = Field(max_length=3)
     card: CardIn
     idempotency_key: str | None = Field(default=None, max_length=255)
+    # Capture at once (a sale) instead of holding the amount.
+    capture: bool = False
 
 
 class RefundIn(BaseModel):
@@ -99,7 +101,8 @@ def create_gateway_app(gateway: SimulatedGateway | None = None) -> FastAPI:
             raise PaymentError("Idempotency-Key header and body field differ")
         key = idempotency_key or body.idempotency_key or ""
         card = Card(number=body.card.number, exp=body.card.exp, cvc=body.card.cvc)
-        payment = await gw.authorize(
+        create = gw.charge if body.capture else gw.authorize
+        payment = await create(
             idempotency_key=key, amount=body.amount, currency=body.currency, card=card
         )
         return payment_json(payment)

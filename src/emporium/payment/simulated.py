@@ -1,7 +1,7 @@
 """A simulated card gateway with test cards, honouring idempotency keys itself.
 
-Its payments live in a ledger (``payment/ledger.py``): in memory, or in PostgreSQL for
-the gateway built into the server."""
+Its payments live in a ledger (``payment/ledger.py``): in memory, or in Valkey for the
+gateway built into the server."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ CARD_INSUFFICIENT_FUNDS = "4000000000009995"
 CARD_PROCESSING_ERROR = "4000000000000119"
 CARD_HANG = "4000000000000259"
 
+# What an approved card leaves: held, or taken at once by a charge.
+_APPROVED = {False: PaymentStatus.authorized, True: PaymentStatus.captured}
 _DECLINES = {CARD_DECLINED: "card_declined", CARD_INSUFFICIENT_FUNDS: "insufficient_funds"}
 _EXP = re.compile(r"^(0[1-9]|1[0-2])/(\d{2}|\d{4})$")
 _CVC = re.compile(r"^\d{3}$")
@@ -83,7 +85,8 @@ def card_problem(card: Card, today: date) -> str | None:
 
 
 class SimulatedGateway:
-    """In-process card gateway. ``charges`` counts distinct successful authorizations."""
+    """In-process card gateway. ``charges`` counts distinct successful authorizations
+    (each ``authorize`` or ``charge`` that took money or held it)."""
 
     name = "simulated"
 
@@ -113,6 +116,22 @@ class SimulatedGateway:
         self, *, idempotency_key: str, amount: Decimal, currency: str, card: Card
     ) -> GatewayPayment:
         self.calls["authorize"] += 1
+        return await self._checked(idempotency_key, amount, currency, card, capture=False)
+
+    async def charge(
+        self, *, idempotency_key: str, amount: Decimal, currency: str, card: Card
+    ) -> GatewayPayment:
+        self.calls["charge"] += 1
+        payment = await self._checked(idempotency_key, amount, currency, card, capture=True)
+        if payment.status is PaymentStatus.authorized:  # authorized earlier under this key
+            payment = await self.capture(payment.id)
+        elif payment.status is not PaymentStatus.captured:
+            raise PaymentStateError(f"the payment under this key is {payment.status}", payment)
+        return payment
+
+    async def _checked(
+        self, idempotency_key: str, amount: Decimal, currency: str, card: Card, *, capture: bool
+    ) -> GatewayPayment:
         if not idempotency_key:
             raise PaymentError("an idempotency key is required")
         if not amount.is_finite() or amount <= 0:
@@ -122,10 +141,10 @@ class SimulatedGateway:
         # One lock per key: concurrent retries of the same charge queue up, others don't.
         lock = self._locks.setdefault(idempotency_key, asyncio.Lock())
         async with lock:
-            return await self._authorize(idempotency_key, amount, currency, card)
+            return await self._authorize(idempotency_key, amount, currency, card, capture)
 
     async def _authorize(
-        self, idempotency_key: str, amount: Decimal, currency: str, card: Card
+        self, idempotency_key: str, amount: Decimal, currency: str, card: Card, capture: bool
     ) -> GatewayPayment:
         digits = card_digits(card.number)
         if idempotency_key in self._recorded:
@@ -142,7 +161,7 @@ class SimulatedGateway:
         payment = GatewayPayment(
             id=f"pay_{uuid.uuid4().hex}",
             idempotency_key=idempotency_key,
-            status=PaymentStatus.declined if code else PaymentStatus.authorized,
+            status=PaymentStatus.declined if code else _APPROVED[capture],
             amount=amount,
             currency=currency,
             card_last4=digits[-4:],
