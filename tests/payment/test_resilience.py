@@ -94,13 +94,20 @@ async def test_transient_errors_are_retried_then_unavailable() -> None:
 
 
 class FailsFirst(SimulatedGateway):
-    """Answers its first authorization with a transient error, then as usual."""
+    """Answers its first authorization, and its first charge, with a transient error."""
+
+    def _fail_first(self, op: str) -> None:
+        if not self.calls[op]:
+            self.calls[op] += 1
+            raise PaymentTransientError("gateway_error")
 
     async def authorize(self, **kwargs: Any) -> GatewayPayment:
-        if not self.calls["authorize"]:
-            self.calls["authorize"] += 1
-            raise PaymentTransientError("gateway_error")
+        self._fail_first("authorize")
         return await super().authorize(**kwargs)
+
+    async def charge(self, **kwargs: Any) -> GatewayPayment:
+        self._fail_first("charge")
+        return await super().charge(**kwargs)
 
 
 async def test_a_transient_error_then_success_charges_once() -> None:
@@ -111,18 +118,8 @@ async def test_a_transient_error_then_success_charges_once() -> None:
     assert inner.charges == 1
 
 
-class ChargeFailsFirst(SimulatedGateway):
-    """Answers its first charge with a transient error, then as usual."""
-
-    async def charge(self, **kwargs: Any) -> GatewayPayment:
-        if not self.calls["charge"]:
-            self.calls["charge"] += 1
-            raise PaymentTransientError("gateway_error")
-        return await super().charge(**kwargs)
-
-
 async def test_a_charge_is_retried_and_taken_once() -> None:
-    inner = ChargeFailsFirst()
+    inner = FailsFirst()
     gw = resilient(inner, attempts=3)
     p = await gw.charge(idempotency_key="c-1", amount=Decimal("9.99"), currency="USD", card=card())
     assert p.status is PaymentStatus.captured
