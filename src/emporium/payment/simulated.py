@@ -36,8 +36,6 @@ CARD_INSUFFICIENT_FUNDS = "4000000000009995"
 CARD_PROCESSING_ERROR = "4000000000000119"
 CARD_HANG = "4000000000000259"
 
-# What an approved card leaves: held, or taken at once by a charge.
-_APPROVED = {False: PaymentStatus.authorized, True: PaymentStatus.captured}
 _DECLINES = {CARD_DECLINED: "card_declined", CARD_INSUFFICIENT_FUNDS: "insufficient_funds"}
 _EXP = re.compile(r"^(0[1-9]|1[0-2])/(\d{2}|\d{4})$")
 _CVC = re.compile(r"^\d{3}$")
@@ -158,10 +156,12 @@ class SimulatedGateway:
         if code is None and digits == CARD_HANG:
             # Slow but successful: exactly the case idempotency keys exist for.
             await asyncio.sleep(self.hang_seconds)
+        # Approved: held, or taken at once by a charge.
+        approved = PaymentStatus.captured if capture else PaymentStatus.authorized
         payment = GatewayPayment(
             id=f"pay_{uuid.uuid4().hex}",
             idempotency_key=idempotency_key,
-            status=PaymentStatus.declined if code else _APPROVED[capture],
+            status=PaymentStatus.declined if code else approved,
             amount=amount,
             currency=currency,
             card_last4=digits[-4:],
