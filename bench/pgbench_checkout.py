@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/pgbench_checkout.py                 # capture only
     .venv/bin/python bench/pgbench_checkout.py --run --clients 16 --seconds 15
+    .venv/bin/python bench/pgbench_checkout.py --run --clients 40 --seconds 14 --rate 500
 
 Capture: the app runs in-process (``create_app(settings, background=False)``) against the
 same database as the server (EMPORIUM_DATABASE_URL, or the embedded one under
@@ -376,7 +377,13 @@ def pgbench_binary() -> str:
 
 
 def run_pgbench(
-    uri: str, ids: list[int], clients: int, seconds: int, jobs: int, mode: str
+    uri: str,
+    ids: list[int],
+    clients: int,
+    seconds: int,
+    jobs: int,
+    mode: str,
+    rate: float | None = None,
 ) -> tuple[str, str]:
     """pgbench's output, and the CPU split over the middle of its run (its connections
     close at the end, and their backends' time with them)."""
@@ -401,6 +408,7 @@ def run_pgbench(
         f"run={uuid.uuid4().hex[:12]}",
         "-D",
         "u_id=0",
+        *(["-R", f"{rate:g}"] if rate else []),
         uri,
     ]
     print("$ " + " ".join(cmd[:-1]) + " '" + uri + "'", flush=True)
@@ -456,7 +464,9 @@ async def amain(args: argparse.Namespace) -> None:
         f"prepared {args.clients} bench users (one per pgbench client) and {len(ids)} bench products "
         f"{ids[0]}..{ids[-1]} with {STOCK} units each"
     )
-    text, split = run_pgbench(uri, ids, args.clients, args.seconds, args.jobs, args.protocol)
+    text, split = run_pgbench(
+        uri, ids, args.clients, args.seconds, args.jobs, args.protocol, args.rate
+    )
     conn = await asyncpg.connect(uri)
     try:
         made = await conn.fetchval("SELECT count(*) FROM orders") - orders_before
@@ -471,7 +481,12 @@ async def amain(args: argparse.Namespace) -> None:
     lat = re.search(r"^latency average = ([\d.]+) ms", text, re.M)
     rt = total + sum(c["begin"] + c["commit"] + c["rollback"] for c in counts.values())
     print()
-    print(f"pgbench: {tps:.1f} TPS = checkouts/s at the database's limit ({args.clients} clients)")
+    if args.rate:
+        print(f"pgbench: {tps:.1f} TPS, throttled to {args.rate:g}/s ({args.clients} clients)")
+    else:
+        print(
+            f"pgbench: {tps:.1f} TPS = checkouts/s at the database's limit ({args.clients} clients)"
+        )
     if lat:
         print(f"  latency per checkout (all its transactions): {lat.group(1)} ms average")
     print(
@@ -497,6 +512,11 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--seconds", type=int, default=15)
     p.add_argument("--jobs", type=int, default=2, help="pgbench -j (threads)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        help="pgbench -R: checkouts/s in all, to compare CPU per checkout at one rate",
+    )
     p.add_argument("--products", type=int, default=1000, help="bench products to spread over")
     p.add_argument(
         "--protocol",
