@@ -148,11 +148,16 @@ def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     cfg = alembic_config(url)
     upgrade(url)
     version, tables, delete = _state(scratch)
-    assert version == "0014"
+    assert version == "0015"
+    assert _functions(scratch, "checkout_place_many") == 1
     assert _answer_storage(scratch) == ("json", True)
     assert len(tables) == 19
     assert "simulated_payments" not in tables
     assert _orders_index_and_fillfactor(scratch) == (ORDERS_INDEXES_0011, ["fillfactor=70"])
+
+    command.downgrade(cfg, "0014")
+    assert _state(scratch) == ("0014", tables, delete)
+    assert _functions(scratch, "checkout_place_many") == 0
 
     command.downgrade(cfg, "0013")
     assert _state(scratch) == ("0013", tables, delete)
@@ -197,7 +202,8 @@ def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     assert _state(scratch) == (None, ["alembic_version"], None)
 
     upgrade(url)
-    assert _state(scratch) == ("0014", tables, delete)
+    assert _state(scratch) == ("0015", tables, delete)
+    assert _functions(scratch, "checkout_place_many") == 1
     assert _answer_storage(scratch) == ("json", True)
     assert _orders_index_and_fillfactor(scratch) == (ORDERS_INDEXES_0011, ["fillfactor=70"])
     assert _functions(scratch, "cart_add_items") == 1

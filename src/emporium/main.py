@@ -184,6 +184,8 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
         gateway=gateway,
         reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
         pool=checkout_pool,
+        place_calls=settings.checkout_place_calls,
+        pay_calls=settings.checkout_pay_calls,
     )
     app.state.reconciler = PaymentReconciler(
         maker,

@@ -243,7 +243,7 @@ async def test_a_returning_api_client_checks_out_without_a_lookup_connection(
             return getattr(self.pool, name)
 
     counting = CountingPool(app.state.checkout_pool)
-    app.state.checkout_pool = app.state.checkout.pool = counting
+    app.state.checkout_pool = app.state.checkout.pool = app.state.checkout.batches.pool = counting
     spent = []
     for n in range(2):
         await fill_cart(maker, catalog["user"]["customer"], {catalog["product"]["sony"]: 1})

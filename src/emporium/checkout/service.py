@@ -9,7 +9,7 @@ A crash between 2 and 3 leaves a ``pending_payment`` order for the reconciler.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,23 +17,24 @@ import asyncpg
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from emporium.checkout.batches import CheckoutBatches
 from emporium.checkout.idempotency import IdempotencyStore, StoredResponse, request_hash
 from emporium.checkout.schemas import CheckoutRequest
-from emporium.kit.db import UnitOfWork, transaction
+from emporium.kit.db import UnitOfWork
+from emporium.kit.logging import client_ip, correlation_id
 from emporium.models import Order, OrderItem, User
 from emporium.order import schemas
 from emporium.order.errors import InvalidTransition
 from emporium.order.metrics import CHECKOUT_ATTEMPTS, CHECKOUT_SUCCESS
 from emporium.order.queries import build, serialize
-from emporium.order.repository import Answer
-from emporium.order.service import orders
+from emporium.order.repository import Answer, Capture
+from emporium.order.service import Checkout, orders
 from emporium.order.state import OrderStatus
 from emporium.payment.errors import PaymentUnavailableError
 from emporium.payment.gateway import Card, PaymentDeclined, PaymentGateway, PaymentUnavailable
 from emporium.payment.resilience import BreakerState
 
 log = structlog.get_logger(__name__)
-DEADLOCK_RETRIES = 3
 
 
 def paid_response(order: Order, items: list[OrderItem], card_last4: str) -> dict[str, Any]:
@@ -63,6 +64,13 @@ class CheckoutService:
     # The usual path (place the order, mark it paid) runs on the plain pool; the rare
     # ones (a decline, a cancellation during payment) on ORM sessions from ``maker``.
     pool: asyncpg.Pool
+    # Placing and paying statements under way at once; the rest ride the next ones.
+    place_calls: int = 2
+    pay_calls: int = 2
+    batches: CheckoutBatches = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batches = CheckoutBatches(self.pool, self.place_calls, self.pay_calls)
 
     async def checkout(self, user: User, key: str, body: CheckoutRequest) -> StoredResponse:
         CHECKOUT_ATTEMPTS.inc()
@@ -78,17 +86,16 @@ class CheckoutService:
                 # Fail fast before touching the cart: its reservations stay intact.
                 raise PaymentUnavailableError("the payment service is unavailable; try again later")
             # One call claims the key and places the order, committing both or neither.
-            async with transaction(self.pool, single=True) as db:
-                placement = await orders.place_from_cart(
-                    db,
-                    user,
-                    payload["shipping_address"],
-                    idempotency_key=key,
-                    request_digest=digest,
-                    gateway_name=self.gateway.name,
-                    card_last4=body.payment.card_number[-4:],
-                    reservation_ttl=self.reservation_ttl,
-                )
+            checkout = Checkout.now(
+                user,
+                payload["shipping_address"],
+                idempotency_key=key,
+                request_digest=digest,
+                gateway_name=self.gateway.name,
+                card_last4=body.payment.card_number[-4:],
+                reservation_ttl=self.reservation_ttl,
+            )
+            placement = await self.batches.place(checkout)
             if placement.replay is not None:
                 replay = idem.judge(placement.replay, digest)
             else:
@@ -163,20 +170,12 @@ class CheckoutService:
         return response
 
     async def mark_paid(self, order: Order, charge_id: str, user: User, answer: Answer) -> None:
-        """Mark the order paid: one statement, committed on its own."""
-        for attempt in range(DEADLOCK_RETRIES + 1):
-            try:
-                async with transaction(self.pool, single=True) as db:
-                    await orders.mark_paid(
-                        db, order.id, charge_id, user, at=order.paid_at, answer=answer
-                    )
-                return
-            except asyncpg.DeadlockDetectedError:
-                # Another multi-row stock writer crossed this one; PostgreSQL rolled
-                # this statement back, so running it again is safe.
-                if attempt == DEADLOCK_RETRIES:
-                    raise
-                log.warning("checkout.pay_deadlock_retry", order_id=order.id)
+        """Mark the order paid, with other checkouts' payments ready at the same time."""
+        assert order.paid_at is not None
+        capture = Capture(
+            order.id, charge_id, user, order.paid_at, answer, correlation_id.get(), client_ip.get()
+        )
+        await self.batches.pay(capture)
 
     async def _order(self, session: AsyncSession, order_id: int) -> dict[str, Any]:
         # Declines are rare; read the order back rather than rebuild it.

@@ -21,8 +21,8 @@ import asyncpg
 import structlog
 
 from emporium.cart.service import ADD_ITEM_SQL, ADD_ITEMS_SQL
-from emporium.order.repository import PAY_SQL
-from emporium.order.service import PLACE_SQL
+from emporium.order.repository import PAY_MANY_SQL, PAY_SQL
+from emporium.order.service import PLACE_MANY_SQL, PLACE_SQL
 
 log = structlog.get_logger(__name__)
 
@@ -40,7 +40,7 @@ WITH seller AS (
     INSERT INTO warehouses (code, name) VALUES ($1, 'warm-up') RETURNING id
 ), stock AS (
     INSERT INTO stock (product_id, warehouse_id, quantity)
-    SELECT product.id, warehouse.id, 2 FROM product, warehouse
+    SELECT product.id, warehouse.id, 3 FROM product, warehouse
 ), buyer AS (
     INSERT INTO users (email, name, role) VALUES ($1 || '@warm-up.invalid', 'warm-up',
                                                   'customer')
@@ -51,7 +51,8 @@ SELECT buyer.id AS buyer_id, product.id AS product_id FROM buyer, product
 
 
 async def warm_connection(conn: asyncpg.Connection) -> None:
-    """Run add to cart, a rider's add to cart, placing and paying once on ``conn``."""
+    """Run add to cart, a rider's add to cart, placing and paying (shared and alone) on
+    ``conn``."""
     tag = f"warm-up-{uuid.uuid4().hex}"
     now = datetime.now(UTC)
     until = now + timedelta(minutes=30)
@@ -63,8 +64,27 @@ async def warm_connection(conn: asyncpg.Connection) -> None:
         await conn.fetch(
             ADD_ITEMS_SQL, [buyer], [None], [None], product, [1], [until], 99, [tag], [None]
         )
+        # Placing and paying as a shared statement (several checkouts) and alone.
+        ids, tags = [buyer], [tag]
+        placed = await conn.fetchrow(
+            PLACE_MANY_SQL,
+            ids,
+            tags,
+            tags,
+            ["{}"],
+            [now],
+            [until],
+            "simulated",
+            ["4242"],
+            tags,
+            [None],
+        )
+        assert placed is not None
+        pay = [[placed["placed_id"]], [now], tags, ids, tags, [None], ids, [201], ["{}"], tags]
+        await conn.fetch(PAY_MANY_SQL, *pay)
+        await conn.fetchval(ADD_ITEM_SQL, buyer, None, None, product, 1, until, 99, tag, None)
         order_id = await conn.fetchval(
-            PLACE_SQL, buyer, tag, tag, "{}", now, until, "simulated", "4242", tag, None
+            PLACE_SQL, buyer, f"{tag}-2", tag, "{}", now, until, "simulated", "4242", tag, None
         )
         await conn.fetchrow(PAY_SQL, order_id, now, tag, None, tag, None, None, None, None, None)
     except asyncpg.PostgresError as exc:

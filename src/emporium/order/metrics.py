@@ -10,3 +10,9 @@ ORDER_VALUE = Histogram(
 )
 CHECKOUT_ATTEMPTS = Counter("checkout_attempts", "Checkout requests that reached the service")
 CHECKOUT_SUCCESS = Counter("checkout_success", "Checkouts that ended with a paid order")
+CHECKOUT_BATCH = Histogram(
+    "checkout_batch_orders",
+    "Checkouts served by one statement: placing orders or marking them paid",
+    ["statement"],
+    buckets=(1, 2, 4, 8, 16, 32),
+)

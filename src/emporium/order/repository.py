@@ -15,7 +15,7 @@ from emporium.kit.logging import client_ip, correlation_id
 from emporium.kit.outbox import written
 from emporium.kit.repository import Repository
 from emporium.kit.sql import Sql
-from emporium.models import Order, OrderAllocation, Stock
+from emporium.models import Order, OrderAllocation, Stock, User
 
 
 class OrderRepository(Repository):
@@ -111,6 +111,69 @@ WITH o AS (
 )
 SELECT * FROM o
 """
+# Paying several orders in one statement: PAY_SQL's work for each row of the arrays
+# (order ids ascending). Two orders may take units from the same stock row, so the units
+# are summed per row first: an UPDATE ... FROM changes a row once, whatever it joins.
+PAY_MANY_SQL = """
+WITH p AS (
+    SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::bigint[],
+                         $5::text[], $6::text[], $7::bigint[], $8::int[], $9::text[],
+                         $10::text[])
+        AS p(id, at, charge, actor, cid, ip, answer_user, answer_status, answer_body,
+             answer_key)
+), o AS (
+    UPDATE orders SET status = 'paid', paid_at = p.at, updated_at = p.at
+    FROM p WHERE orders.id = p.id AND orders.status = 'pending_payment'
+    RETURNING orders.*
+), taken AS (
+    UPDATE order_allocations SET state = 'committed'
+    WHERE order_id IN (SELECT id FROM o) AND state = 'held'
+    RETURNING order_id, product_id, warehouse_id, quantity
+), stock_out AS (
+    UPDATE stock SET quantity = stock.quantity - t.quantity,
+                     reserved = stock.reserved - t.quantity, updated_at = now()
+    FROM (
+        SELECT product_id, warehouse_id, sum(quantity)::int AS quantity FROM taken
+        GROUP BY product_id, warehouse_id ORDER BY product_id, warehouse_id
+    ) t
+    WHERE stock.product_id = t.product_id AND stock.warehouse_id = t.warehouse_id
+), payment AS (
+    UPDATE payments SET status = 'captured', gateway_payment_id = p.charge,
+                        updated_at = p.at
+    FROM o JOIN p ON p.id = o.id
+    WHERE payments.order_id = o.id AND payments.status = 'pending'
+), timeline AS (
+    INSERT INTO order_events (order_id, status, note, actor_user_id, created_at)
+    SELECT o.id, 'paid', '', p.actor, p.at FROM o JOIN p ON p.id = o.id ORDER BY o.id
+), audit AS (
+    INSERT INTO audit_logs (actor_user_id, action, entity_type, entity_id, old_values,
+                            new_values, correlation_id, ip)
+    SELECT p.actor, action, entity_type, entity_id, NULL, new_values, p.cid, p.ip
+    FROM (
+        SELECT o.id AS order_id, 0 AS n, 0::bigint AS pr, 0::bigint AS w,
+            'payment.completed' AS action, 'order' AS entity_type, o.id::text AS entity_id,
+            jsonb_build_object('amount', o.total::text, 'gateway_payment_id', p.charge)
+                AS new_values
+        FROM o JOIN p ON p.id = o.id
+        UNION ALL
+        SELECT t.order_id, 1, t.product_id, t.warehouse_id, 'inventory.adjusted',
+            'product', t.product_id::text,
+            jsonb_build_object('warehouse_id', t.warehouse_id, 'quantity', -t.quantity)
+        FROM taken t
+    ) rows JOIN p ON p.id = rows.order_id
+    ORDER BY rows.order_id, rows.n, rows.pr, rows.w
+), event AS (
+    INSERT INTO outbox (topic, aggregate_type, aggregate_id, payload)
+    SELECT 'order.paid', 'order', o.id::text, '{}'::jsonb FROM o ORDER BY o.id
+), answer AS (
+    UPDATE idempotency_keys k
+    SET state = 'completed', response_status = p.answer_status,
+        response_body = p.answer_body::json, order_id = o.id
+    FROM o JOIN p ON p.id = o.id
+    WHERE k.user_id = p.answer_user AND k.key = p.answer_key AND k.state = 'processing'
+)
+SELECT * FROM o
+"""
 _ANSWER = """
 UPDATE idempotency_keys
 SET state = 'completed', response_status = $3, response_body = $4::text::json, order_id = $5
@@ -126,6 +189,20 @@ class Answer:
     key: str
     status: int
     body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Capture:
+    """A captured charge to record: what :meth:`OrderWrites.pay_many` needs per order,
+    including the request's correlation id and address for the audit trail."""
+
+    order_id: int
+    gateway_payment_id: str
+    actor: User
+    at: datetime
+    answer: Answer
+    correlation_id: str | None
+    ip: str | None
 
 
 class OrderWrites:
@@ -172,6 +249,27 @@ class OrderWrites:
             return None
         written()
         return Order.from_row(dict(row))
+
+    async def pay_many(self, payments: Sequence[Capture]) -> list[Order | None]:
+        """:meth:`pay` for several orders in one statement; one outcome each, in order."""
+        todo = sorted(payments, key=lambda p: p.order_id)
+        rows = await (await Sql.from_(self.unit)).fetch(
+            PAY_MANY_SQL,
+            [p.order_id for p in todo],
+            [p.at for p in todo],
+            [p.gateway_payment_id for p in todo],
+            [p.actor.id for p in todo],
+            [p.correlation_id for p in todo],
+            [p.ip for p in todo],
+            [p.answer.user_id for p in todo],
+            [p.answer.status for p in todo],
+            [jsoncodec.dumps(p.answer.body, default=str) for p in todo],
+            [p.answer.key for p in todo],
+        )
+        if rows:
+            written()
+        paid = {row["id"]: Order.from_row(dict(row)) for row in rows}
+        return [paid.get(p.order_id) for p in payments]
 
     async def answer(self, answer: Answer, order_id: int | None) -> None:
         """Record the final response of a key still being processed."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -40,7 +41,7 @@ from emporium.models import (
 )
 from emporium.order.errors import InvalidTransition, NothingToShip, NotOrderSeller, OrderNotFound
 from emporium.order.metrics import ORDER_VALUE, ORDERS
-from emporium.order.repository import Answer, OrderRepository, OrderWrites
+from emporium.order.repository import Answer, Capture, OrderRepository, OrderWrites
 from emporium.order.state import CANCELLABLE, OrderStatus, check_transition
 
 
@@ -56,6 +57,69 @@ class ProductUnavailable(Conflict):
 # 0005): claim the key, lock the cart and its holds, take lapsed holds again, place the
 # order. Outside a transaction it commits on its own.
 PLACE_SQL = "SELECT * FROM checkout_place($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+PLACE_MANY_SQL = (
+    "SELECT * FROM checkout_place_many($1::bigint[], $2::text[], $3::text[], $4::text[],"
+    " $5::timestamptz[], $6::timestamptz[], $7, $8::text[], $9::text[], $10::text[])"
+    " ORDER BY ordinal"
+)
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """What placing one checkout's order needs, with the request's correlation id and
+    address for the audit trail (taken when it is built, in the request)."""
+
+    user: User
+    shipping_address: dict[str, Any]
+    idempotency_key: str | None
+    request_digest: str | None
+    gateway_name: str
+    card_last4: str | None
+    created: datetime
+    until: datetime
+    correlation_id: str | None
+    ip: str | None
+
+    @classmethod
+    def now(
+        cls,
+        user: User,
+        shipping_address: dict[str, Any],
+        *,
+        idempotency_key: str | None,
+        request_digest: str | None,
+        gateway_name: str,
+        card_last4: str | None,
+        reservation_ttl: timedelta,
+    ) -> Checkout:
+        created = datetime.now(UTC)
+        return cls(
+            user,
+            shipping_address,
+            idempotency_key,
+            request_digest,
+            gateway_name,
+            card_last4,
+            created,
+            created + reservation_ttl,
+            correlation_id.get(),
+            client_ip.get(),
+        )
+
+    def args(self) -> tuple[Any, ...]:
+        """checkout_place's arguments."""
+        return (
+            self.user.id,
+            self.idempotency_key,
+            self.request_digest,
+            jsoncodec.dumps(self.shipping_address),
+            self.created,
+            self.until,
+            self.gateway_name,
+            self.card_last4,
+            self.correlation_id,
+            self.ip,
+        )
 
 
 @dataclass(frozen=True)
@@ -152,8 +216,7 @@ class OrderService:
 
         Returns the order, the payment's gateway idempotency key, and the items.
         """
-        placement = await self.place_from_cart(
-            session,
+        checkout = Checkout.now(
             user,
             shipping_address,
             idempotency_key=idempotency_key,
@@ -162,37 +225,14 @@ class OrderService:
             card_last4=card_last4,
             reservation_ttl=reservation_ttl,
         )
+        placement = await self.place(await Sql.from_(session), checkout)
         assert placement.placed is not None
         return placement.placed
 
-    async def place_from_cart(
-        self,
-        unit: AsyncSession | Sql,
-        user: User,
-        shipping_address: dict[str, Any],
-        *,
-        idempotency_key: str | None,
-        request_digest: str | None,
-        gateway_name: str,
-        card_last4: str | None,
-        reservation_ttl: timedelta,
-    ) -> Placement:
-        """:meth:`create_from_cart`, first claiming ``idempotency_key`` when a
-        ``request_digest`` is given; a key already claimed comes back as ``replay``."""
-        db = await Sql.from_(unit)
-        now = datetime.now(UTC)
-        args = (
-            user.id,
-            idempotency_key,
-            request_digest,
-            jsoncodec.dumps(shipping_address),
-            now,
-            now + reservation_ttl,
-            gateway_name,
-            card_last4,
-            correlation_id.get(),
-            client_ip.get(),
-        )
+    async def place(self, db: Sql, checkout: Checkout) -> Placement:
+        """Place one checkout's order, first claiming its idempotency key when it has a
+        request digest; a key already claimed comes back as ``replay``."""
+        args = checkout.args()
         try:
             row = await _place(db, args)
         except asyncpg.RaiseError as exc:
@@ -209,6 +249,23 @@ class OrderService:
             except asyncpg.RaiseError as again:
                 refusal = _refusal(again)
                 raise (refusal.refused if isinstance(refusal, _Reclaimable) else refusal) from None
+        return self._placed(row, checkout)
+
+    async def place_many(self, db: Sql, checkouts: Sequence[Checkout]) -> list[Placement | None]:
+        """Place several checkouts' orders in one call, one outcome each in order; a
+        refused one gets None and nothing of it stays: :meth:`place` alone says why."""
+        todo = sorted(range(len(checkouts)), key=lambda n: checkouts[n].user.id)
+        (gateway,) = {c.gateway_name for c in checkouts}
+        columns = list(zip(*(checkouts[n].args() for n in todo), strict=True))
+        rows = await db.fetch(PLACE_MANY_SQL, *columns[:6], gateway, *columns[7:])
+        outcomes: list[Placement | None] = [None] * len(checkouts)
+        for row in rows:
+            n = todo[row["ordinal"] - 1]
+            if row["error"] is None:
+                outcomes[n] = self._placed(row, checkouts[n])
+        return outcomes
+
+    def _placed(self, row: asyncpg.Record, checkout: Checkout) -> Placement:
         if row["replay"] is not None:
             return Placement(replay=row["replay"])
         written()
@@ -217,20 +274,21 @@ class OrderService:
         ORDERS.labels(OrderStatus.pending_payment.value).inc()
         order_id: int = row["placed_id"]
         total: Decimal = row["placed_total"]
+        now = checkout.created
         # Transient instances without the instrumented constructor (several times the cost).
         order = Order.from_row(
             {
                 "id": order_id,
                 "created_at": now,
                 "updated_at": now,
-                "user_id": user.id,
+                "user_id": checkout.user.id,
                 "status": OrderStatus.pending_payment.value,
                 "currency": "USD",
                 "subtotal": total,
                 "shipping_total": Decimal("0.00"),
                 "total": total,
-                "shipping_address": shipping_address,
-                "idempotency_key": idempotency_key,
+                "shipping_address": checkout.shipping_address,
+                "idempotency_key": checkout.idempotency_key,
                 "paid_at": None,
             }
         )
@@ -294,6 +352,16 @@ class OrderService:
         ORDERS.labels(OrderStatus.paid.value).inc()
         ORDER_VALUE.observe(float(order.total))
         return order
+
+    async def pay_many(self, db: Sql, payments: Sequence[Capture]) -> list[Order | None]:
+        """Mark several pending orders paid in one statement. An order that was not
+        pending gets None: :meth:`mark_paid` alone then says why."""
+        paid = await OrderWrites(db).pay_many(payments)
+        for order in paid:
+            if order is not None:
+                ORDERS.labels(OrderStatus.paid.value).inc()
+                ORDER_VALUE.observe(float(order.total))
+        return paid
 
     def _stock_audit(
         self, session: AsyncSession, actor: User | None, allocations: Any, action: str, sign: int
