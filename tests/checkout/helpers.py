@@ -8,8 +8,9 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from emporium.auth.service import hash_token
 from emporium.inventory.reservations import reserve
-from emporium.models import Cart, CartItem, Order, Reservation, Stock
+from emporium.models import Cart, CartItem, Order, Reservation, Stock, User
 from emporium.payment.ledger import PREFIX
 
 ADDRESS = {
@@ -106,3 +107,20 @@ async def gateway_payments(app: FastAPI) -> list[tuple[str, Decimal, Decimal]]:
         payment = await ledger.by_id(key.decode().rsplit(":", 1)[1])
         found.append((payment.status.value, payment.amount, payment.refunded_amount))
     return sorted(found)
+
+
+async def add_buyers(maker: async_sessionmaker[AsyncSession], n: int) -> dict[str, str]:
+    """``n`` more customers; every buyer's email and API token, the catalog's first."""
+    tokens = {"customer@example.com": "test-customer"}
+    async with maker() as s, s.begin():
+        for i in range(n):
+            s.add(
+                User(
+                    email=f"buyer{i}@example.com",
+                    name=f"buyer{i}",
+                    role="customer",
+                    api_token_hash=hash_token(f"token-{i}"),
+                )
+            )
+            tokens[f"buyer{i}@example.com"] = f"token-{i}"
+    return tokens

@@ -15,13 +15,12 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from emporium.auth.service import hash_token
 from emporium.checkout.service import CheckoutService
 from emporium.kit.db import transaction
 from emporium.models import AuditLog, IdempotencyKey, Order, OutboxEvent, Stock, User
 from emporium.order.repository import Answer, Capture
 from emporium.order.service import CartEmpty, Checkout, orders
-from tests.checkout.helpers import ADDRESS, body, fill_cart, stock_of
+from tests.checkout.helpers import ADDRESS, add_buyers, body, fill_cart, stock_of
 from tests.fixtures import auth
 
 API = "/api/v1"
@@ -218,18 +217,8 @@ async def test_payments_ready_together_ride_one_statement(
         pay_calls=1,
     )
     sony = catalog["product"]["sony"]
-    tokens = {"customer": "test-customer"}
-    async with maker() as s, s.begin():
-        for n in range(3):
-            buyer = User(
-                email=f"buyer{n}@example.com",
-                name=f"buyer{n}",
-                role="customer",
-                api_token_hash=hash_token(f"token-{n}"),
-            )
-            s.add(buyer)
-            tokens[buyer.email] = f"token-{n}"
-    for email in ("customer@example.com", *(f"buyer{n}@example.com" for n in range(3))):
+    tokens = await add_buyers(maker, 3)
+    for email in tokens:
         await fill_cart(maker, (await user(maker, email)).id, {sony: 1})
     assert await stock_of(maker, sony) == [(10, 4), (5, 0)]
     before = batches("pay")
@@ -295,23 +284,6 @@ def checkout(buyer: User, key: str) -> Checkout:
         card_last4="4242",
         reservation_ttl=timedelta(minutes=30),
     )
-
-
-async def add_buyers(maker: async_sessionmaker[AsyncSession], n: int) -> dict[str, str]:
-    """``n`` more customers; every buyer's email and API token, the catalog's first."""
-    tokens = {"customer@example.com": "test-customer"}
-    async with maker() as s, s.begin():
-        for i in range(n):
-            s.add(
-                User(
-                    email=f"buyer{i}@example.com",
-                    name=f"buyer{i}",
-                    role="customer",
-                    api_token_hash=hash_token(f"token-{i}"),
-                )
-            )
-            tokens[f"buyer{i}@example.com"] = f"token-{i}"
-    return tokens
 
 
 async def test_one_call_places_several_checkouts_refusing_one_and_replaying_one(
