@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from emporium.kit.gate import Gate, Kind, shared_failure
+from emporium.kit.gate import Gate, Kind, shared_call, shared_failure
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -247,3 +247,38 @@ async def test_riders_share_the_failure_of_the_call_made_for_them() -> None:
         with pytest.raises(type(error)):
             await first
         assert gate.in_use() == 0
+
+
+async def test_a_call_made_for_riders_serves_them_though_its_caller_is_cancelled() -> None:
+    gate = Gate(limit=1)
+    started, finish = asyncio.Event(), asyncio.Event()
+    made: list[list[str]] = []
+
+    async def call(payloads: list[str]) -> list[str]:
+        made.append(payloads)
+        started.set()
+        await finish.wait()
+        return [f"done {p}" for p in payloads]
+
+    holder_in, holder_out = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with gate.enter("k"):
+            holder_in.set()
+            await holder_out.wait()
+
+    first = asyncio.create_task(holder())
+    await holder_in.wait()
+    callers = [asyncio.create_task(shared_call(gate, "k", p, call, 5)) for p in "abc"]
+    await until(lambda: gate.waiting("k") == 3)
+    holder_out.set()
+    await first
+    await asyncio.wait_for(started.wait(), 5)
+    callers[0].cancel()  # the caller that made the call for all three
+    finish.set()
+
+    with pytest.raises(asyncio.CancelledError):
+        await callers[0]
+    assert await asyncio.wait_for(asyncio.gather(*callers[1:]), 5) == ["done b", "done c"]
+    assert made == [["a", "b", "c"]]
+    assert gate.in_use() == 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -190,17 +191,37 @@ async def shared_call(
     """This caller's outcome of ``call``, made by this caller for itself and up to
     ``riders`` of those queued behind it, or by one ahead of it. ``call`` gets their
     payloads, this caller's first, and returns one outcome each; an outcome that is an
-    exception is raised in its own caller."""
+    exception is raised in its own caller. A call made for riders runs to its end even
+    if the caller that made it is cancelled: they get their outcomes all the same."""
     async with gate.enter(key, payload) as turn:
         if turn.kind is Kind.SERVED:
             outcome = turn.outcome
         else:
             taken = gate.take_riders(key, riders)
-            with shared_failure(taken):
-                outcomes = await call([payload, *(r.payload for r in taken)])
-            for rider, served in zip(taken, outcomes[1:], strict=True):
-                rider.serve(served)
+            if taken:
+                made = asyncio.ensure_future(call([payload, *(r.payload for r in taken)]))
+                made.add_done_callback(functools.partial(_serve, taken))
+                outcomes = await asyncio.shield(made)
+            else:
+                outcomes = await call([payload])
             outcome = outcomes[0]
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
+
+
+def _serve(riders: Sequence[Rider], made: asyncio.Future[list[Any]]) -> None:
+    """Serve the riders of a finished call their outcomes, or the error that ended it."""
+    if made.cancelled():
+        failed: Exception | None = RuntimeError("interrupted")
+    else:
+        error = made.exception()
+        failed = (
+            error if error is None or isinstance(error, Exception) else RuntimeError("interrupted")
+        )
+    if failed is not None:
+        for rider in riders:
+            rider.serve(failed)
+        return
+    for rider, served in zip(riders, made.result()[1:], strict=True):
+        rider.serve(served)
