@@ -20,7 +20,16 @@ from emporium.kit.db import transaction
 from emporium.models import AuditLog, IdempotencyKey, Order, OutboxEvent, Stock, User
 from emporium.order.repository import Answer, Capture
 from emporium.order.service import CartEmpty, Checkout, orders
-from tests.checkout.helpers import ADDRESS, add_buyers, body, fill_cart, stock_of
+from tests.checkout.helpers import (
+    ADDRESS,
+    DECLINED,
+    VISA,
+    add_buyers,
+    body,
+    cart_state,
+    fill_cart,
+    stock_of,
+)
 from tests.fixtures import auth
 
 API = "/api/v1"
@@ -354,7 +363,7 @@ async def test_one_call_places_several_checkouts_refusing_one_and_replaying_one(
         assert await s.scalar(select(func.count()).select_from(IdempotencyKey)) == 2
 
 
-async def test_checkouts_arriving_together_each_get_their_own_answer(
+async def test_checkouts_arriving_together_each_get_their_own_answer_declines_included(
     app: FastAPI,
     client: AsyncClient,
     catalog: dict[str, Any],
@@ -371,20 +380,21 @@ async def test_checkouts_arriving_together_each_get_their_own_answer(
         *(
             client.post(
                 f"{API}/checkout",
-                json=body(),
+                json=body(DECLINED if n == 2 else VISA),
                 headers={"Authorization": f"Bearer {tokens[e]}", "Idempotency-Key": "k"},
             )
-            for e in emails
+            for n, e in enumerate(emails)
         )
     )
 
     statuses = [r.status_code for r in responses]
-    assert statuses == [201] * 7 + [409]
+    assert statuses == [201, 201, 402, 201, 201, 201, 201, 409]
     assert responses[-1].json()["error"] == "cart_empty"
-    assert [r.json()["items"][0]["product_id"] for r in responses[:-1]] == [
+    assert responses[2].json()["order"]["status"] == "payment_failed"
+    orders_items = [r.json()["items"] for r in responses[:2] + responses[3:-1]]
+    assert [items[0]["product_id"] for items in orders_items] == [
         cable,
         sony,
-        cable,
         sony,
         cable,
         sony,
@@ -392,7 +402,13 @@ async def test_checkouts_arriving_together_each_get_their_own_answer(
     ]
     assert batches("place")[1] - before[1] == 8
     assert await stock_of(maker, sony) == [(7, 0), (5, 0)]
-    # Most free units first: the cable holds alternated between equal warehouses.
-    assert await stock_of(maker, cable) == [(48, 0), (48, 0)]
+    # Most free units first, the cable holds alternated between equal warehouses; the
+    # declined buyer's unit is held for its cart again.
+    assert await stock_of(maker, cable) == [(48, 0), (49, 1)]
+    assert await cart_state(maker, (await user(maker, emails[2])).id) == {
+        "lines": {cable: 1},
+        "reserved": {cable: 1},
+    }
     async with maker() as s:
-        assert await s.scalar(select(func.count()).select_from(Order)) == 7
+        statuses_by_order = (await s.execute(select(Order.status).order_by(Order.id))).scalars()
+        assert sorted(statuses_by_order) == ["paid"] * 6 + ["payment_failed"]
