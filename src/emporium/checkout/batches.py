@@ -65,15 +65,21 @@ class CheckoutBatches:
             return await orders.place(db, checkout)
 
     async def pay_one(self, capture: Capture) -> Order:
-        async with transaction(self.pool, single=True) as db:
-            return await orders.mark_paid(
-                db,
-                capture.order_id,
-                capture.gateway_payment_id,
-                capture.actor,
-                at=capture.at,
-                answer=capture.answer,
-            )
+        async def call() -> list[Order]:
+            async with transaction(self.pool, single=True) as db:
+                paid = await orders.mark_paid(
+                    db,
+                    capture.order_id,
+                    capture.gateway_payment_id,
+                    capture.actor,
+                    at=capture.at,
+                    answer=capture.answer,
+                )
+            return [paid]
+
+        paid = await _retried(call, "pay", 1, alone=True)
+        assert paid is not None
+        return paid[0]
 
     async def _place_many(self, checkouts: list[Checkout]) -> list[object]:
         CHECKOUT_BATCH.labels("place").observe(len(checkouts))
