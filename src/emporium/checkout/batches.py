@@ -35,8 +35,8 @@ T = TypeVar("T")
 @dataclass
 class CheckoutBatches:
     pool: asyncpg.Pool
-    place_calls: int = 2
-    pay_calls: int = 2
+    place_calls: int = 1
+    pay_calls: int = 1
     _placing: Gate = field(init=False)
     _paying: Gate = field(init=False)
 

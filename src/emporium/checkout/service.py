@@ -65,8 +65,8 @@ class CheckoutService:
     # ones (a decline, a cancellation during payment) on ORM sessions from ``maker``.
     pool: asyncpg.Pool
     # Placing and paying statements under way at once; the rest ride the next ones.
-    place_calls: int = 2
-    pay_calls: int = 2
+    place_calls: int = 1
+    pay_calls: int = 1
     batches: CheckoutBatches = field(init=False)
 
     def __post_init__(self) -> None:
