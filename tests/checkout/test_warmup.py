@@ -14,11 +14,11 @@ from emporium.checkout.warmup import warm_connection
 from emporium.config import Settings
 from emporium.kit.sql import create_pool, to_libpq_url
 from emporium.main import create_app
-from emporium.order.repository import PAY_MANY_SQL, PAY_SQL
+from emporium.order.repository import PAY_MANY_SQL
 from emporium.order.service import PLACE_MANY_SQL, PLACE_SQL
 from tests.conftest import TABLES, _with_db
 
-HOT = {ADD_ITEM_SQL, ADD_ITEMS_SQL, PLACE_SQL, PAY_SQL, PLACE_MANY_SQL, PAY_MANY_SQL}
+HOT = {ADD_ITEM_SQL, ADD_ITEMS_SQL, PLACE_SQL, PLACE_MANY_SQL, PAY_MANY_SQL}
 
 
 async def state(dsn: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import asyncpg
 import structlog
 
 from emporium.cart.service import ADD_ITEM_SQL, ADD_ITEMS_SQL
-from emporium.order.repository import PAY_MANY_SQL, PAY_SQL
+from emporium.order.repository import PAY_MANY_SQL
 from emporium.order.service import PLACE_MANY_SQL, PLACE_SQL
 
 log = structlog.get_logger(__name__)
@@ -51,7 +51,7 @@ SELECT buyer.id AS buyer_id, product.id AS product_id FROM buyer, product
 
 
 async def warm_connection(conn: asyncpg.Connection) -> None:
-    """Run add to cart, a rider's add to cart, placing and paying (shared and alone) on
+    """Run add to cart, a rider's add to cart, placing (shared and alone) and paying on
     ``conn``."""
     tag = f"warm-up-{uuid.uuid4().hex}"
     now = datetime.now(UTC)
@@ -64,7 +64,7 @@ async def warm_connection(conn: asyncpg.Connection) -> None:
         await conn.fetch(
             ADD_ITEMS_SQL, [buyer], [None], [None], product, [1], [until], 99, [tag], [None]
         )
-        # Placing and paying as a shared statement (several checkouts) and alone.
+        # Placing as a shared call (several checkouts) and alone; paying is one statement.
         ids, tags = [buyer], [tag]
         placed = await conn.fetchrow(
             PLACE_MANY_SQL,
@@ -83,10 +83,9 @@ async def warm_connection(conn: asyncpg.Connection) -> None:
         pay = [[placed["placed_id"]], [now], tags, ids, tags, [None], ids, [201], ["{}"], tags]
         await conn.fetch(PAY_MANY_SQL, *pay)
         await conn.fetchval(ADD_ITEM_SQL, buyer, None, None, product, 1, until, 99, tag, None)
-        order_id = await conn.fetchval(
+        await conn.fetchval(
             PLACE_SQL, buyer, f"{tag}-2", tag, "{}", now, until, "simulated", "4242", tag, None
         )
-        await conn.fetchrow(PAY_SQL, order_id, now, tag, None, tag, None, None, None, None, None)
     except asyncpg.PostgresError as exc:
         log.warning("db.warm_up_failed", error=str(exc))
     finally:

@@ -212,14 +212,9 @@ async def shared_call(
 
 def _serve(riders: Sequence[Rider], made: asyncio.Future[list[Any]]) -> None:
     """Serve the riders of a finished call their outcomes, or the error that ended it."""
-    if made.cancelled():
-        failed: Exception | None = RuntimeError("interrupted")
-    else:
-        error = made.exception()
-        failed = (
-            error if error is None or isinstance(error, Exception) else RuntimeError("interrupted")
-        )
-    if failed is not None:
+    error = None if made.cancelled() else made.exception()
+    if made.cancelled() or error is not None:
+        failed = error if isinstance(error, Exception) else RuntimeError("interrupted")
         for rider in riders:
             rider.serve(failed)
         return

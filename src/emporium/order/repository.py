@@ -11,7 +11,6 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emporium.kit import jsoncodec
-from emporium.kit.logging import client_ip, correlation_id
 from emporium.kit.outbox import written
 from emporium.kit.repository import Repository
 from emporium.kit.sql import Sql
@@ -52,7 +51,8 @@ class OrderRepository(Repository):
             a.state = "restocked"
 
 
-# Paying is one statement: the order moves to paid (only from pending_payment), its
+# Paying is one statement, for one order or several (one row of the arrays each, order
+# ids ascending): the order moves to paid (only from pending_payment), its
 # held allocations are committed and their units leave stock, the payment is captured,
 # and the timeline, audit trail and outbox record it all, with the checkout's
 # idempotent answer. No row back: the order was not pending. The stock rows are taken
@@ -61,59 +61,9 @@ class OrderRepository(Repository):
 # caller. Run on its own (autocommit), its locks last no longer than the statement.
 # No stock.changed event: quantity and reserved fall together, so what a buyer can add
 # to a cart (quantity - reserved) is what it was; order.paid reports the units leaving.
-PAY_SQL = """
-WITH o AS (
-    UPDATE orders SET status = 'paid', paid_at = $2::timestamptz, updated_at = $2::timestamptz
-    WHERE id = $1::bigint AND status = 'pending_payment'
-    RETURNING *
-), taken AS (
-    UPDATE order_allocations SET state = 'committed'
-    WHERE order_id = (SELECT id FROM o) AND state = 'held'
-    RETURNING product_id, warehouse_id, quantity
-), stock_out AS (
-    UPDATE stock SET quantity = stock.quantity - t.quantity,
-                     reserved = stock.reserved - t.quantity, updated_at = now()
-    FROM (SELECT * FROM taken ORDER BY product_id, warehouse_id) t
-    WHERE stock.product_id = t.product_id AND stock.warehouse_id = t.warehouse_id
-), payment AS (
-    UPDATE payments SET status = 'captured', gateway_payment_id = $3::text,
-                        updated_at = $2::timestamptz
-    WHERE order_id = (SELECT id FROM o) AND status = 'pending'
-), timeline AS (
-    INSERT INTO order_events (order_id, status, note, actor_user_id, created_at)
-    SELECT o.id, 'paid', '', $4::bigint, $2::timestamptz FROM o
-), audit AS (
-    INSERT INTO audit_logs (actor_user_id, action, entity_type, entity_id, old_values,
-                            new_values, correlation_id, ip)
-    SELECT $4::bigint, action, entity_type, entity_id, NULL, new_values, $5::text, $6::text
-    FROM (
-        SELECT 0 AS n, 0::bigint AS p, 0::bigint AS w, 'payment.completed' AS action,
-            'order' AS entity_type, o.id::text AS entity_id,
-            jsonb_build_object('amount', o.total::text, 'gateway_payment_id', $3::text)
-                AS new_values
-        FROM o
-        UNION ALL
-        SELECT 1, t.product_id, t.warehouse_id, 'inventory.adjusted', 'product',
-            t.product_id::text,
-            jsonb_build_object('warehouse_id', t.warehouse_id, 'quantity', -t.quantity)
-        FROM taken t
-        ORDER BY 1, 2, 3
-    ) rows
-), event AS (
-    INSERT INTO outbox (topic, aggregate_type, aggregate_id, payload)
-    SELECT 'order.paid', 'order', o.id::text, '{}'::jsonb FROM o
-), answer AS (
-    UPDATE idempotency_keys
-    SET state = 'completed', response_status = $8::int, response_body = $9::text::json,
-        order_id = (SELECT id FROM o)
-    WHERE user_id = $7::bigint AND key = $10::text AND state = 'processing'
-      AND EXISTS (SELECT 1 FROM o)
-)
-SELECT * FROM o
-"""
-# Paying several orders in one statement: PAY_SQL's work for each row of the arrays
-# (order ids ascending). Two orders may take units from the same stock row, so the units
-# are summed per row first: an UPDATE ... FROM changes a row once, whatever it joins.
+# Two orders may take units from the same stock row, so the units are summed per row
+# first: an UPDATE ... FROM changes a row once, whatever it joins. Without an answer
+# (NULL user and key) no idempotency key is touched.
 PAY_MANY_SQL = """
 WITH p AS (
     SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::bigint[],
@@ -198,9 +148,9 @@ class Capture:
 
     order_id: int
     gateway_payment_id: str
-    actor: User
+    actor: User | None
     at: datetime
-    answer: Answer
+    answer: Answer | None
     correlation_id: str | None
     ip: str | None
 
@@ -222,33 +172,9 @@ class OrderWrites:
         )
         return None if row is None else Order.from_row(dict(row))
 
-    async def pay(
-        self,
-        order_id: int,
-        gateway_payment_id: str,
-        actor_id: int | None,
-        at: datetime,
-        answer: Answer | None = None,
-    ) -> Order | None:
+    async def pay(self, capture: Capture) -> Order | None:
         """Mark a pending order paid (None if it was not pending), answering its key."""
-        db = await Sql.from_(self.unit)
-        row = await db.fetchrow(
-            PAY_SQL,
-            order_id,
-            at,
-            gateway_payment_id,
-            actor_id,
-            correlation_id.get(),
-            client_ip.get(),
-            answer.user_id if answer else None,
-            answer.status if answer else None,
-            jsoncodec.dumps(answer.body, default=str) if answer else None,
-            answer.key if answer else None,
-        )
-        if row is None:
-            return None
-        written()
-        return Order.from_row(dict(row))
+        return (await self.pay_many([capture]))[0]
 
     async def pay_many(self, payments: Sequence[Capture]) -> list[Order | None]:
         """:meth:`pay` for several orders in one statement; one outcome each, in order."""
@@ -258,13 +184,13 @@ class OrderWrites:
             [p.order_id for p in todo],
             [p.at for p in todo],
             [p.gateway_payment_id for p in todo],
-            [p.actor.id for p in todo],
+            [p.actor.id if p.actor else None for p in todo],
             [p.correlation_id for p in todo],
             [p.ip for p in todo],
-            [p.answer.user_id for p in todo],
-            [p.answer.status for p in todo],
-            [jsoncodec.dumps(p.answer.body, default=str) for p in todo],
-            [p.answer.key for p in todo],
+            [p.answer.user_id if p.answer else None for p in todo],
+            [p.answer.status if p.answer else None for p in todo],
+            [jsoncodec.dumps(p.answer.body, default=str) if p.answer else None for p in todo],
+            [p.answer.key if p.answer else None for p in todo],
         )
         if rows:
             written()

@@ -332,12 +332,17 @@ class OrderService:
         """Mark the order paid and take its stock; ``answer`` completes its idempotency key
         in the same statement, so nothing runs between taking the stock and the commit."""
         writes = OrderWrites.from_session(session)
+        at = at or datetime.now(UTC)
         order = await writes.pay(
-            order_id,
-            gateway_payment_id,
-            actor.id if actor else None,
-            at or datetime.now(UTC),
-            answer,
+            Capture(
+                order_id,
+                gateway_payment_id,
+                actor,
+                at,
+                answer,
+                correlation_id.get(),
+                client_ip.get(),
+            )
         )
         if order is None:
             order = await writes.lock(order_id)
