@@ -63,6 +63,32 @@ def test_the_list_is_replaced_whole_never_rewritten_in_place(tmp_path: Path) -> 
     assert [p.name for p in tmp_path.iterdir()] == [".handle_pids.json"]
 
 
+def _wait_ready(proc: subprocess.Popen[str], port: int, data: Path) -> None:
+    """Wait for readiness; a server that exits or never gets there fails with its output."""
+    last = "no answer"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            answer = httpx.get(f"http://127.0.0.1:{port}/api/health/ready", timeout=2)
+            if answer.is_success:
+                return
+            last = f"{answer.status_code} {answer.text}"
+        except httpx.TransportError as exc:
+            last = repr(exc)
+        time.sleep(0.1)
+    proc.terminate()
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        stderr = "(still running)"
+    log = data / "pg" / "log"
+    pg_log = log.read_text()[-4000:] if log.is_file() else "(no PostgreSQL log)"
+    raise AssertionError(
+        f"the server did not become ready (exit {proc.returncode}, last: {last})\n"
+        f"stderr:\n{stderr[-4000:]}\nPostgreSQL log:\n{pg_log}"
+    )
+
+
 def test_serve_with_workers_stops_its_embedded_database_on_exit(tmp_path: Path) -> None:
     # Stopped as a service manager stops it (SIGTERM to the main process), the workers
     # die by the signal uvicorn passes on, without their exit hooks: the supervisor
@@ -86,15 +112,7 @@ def test_serve_with_workers_stops_its_embedded_database_on_exit(tmp_path: Path) 
     )
     handles = data / "pg" / ".handle_pids.json"
     try:
-        for _ in range(1200):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/health/ready", timeout=1).is_success:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise AssertionError("the server did not become ready")
+        _wait_ready(proc, port, data)
         # One worker answering ready says nothing of the other, which may still be
         # starting: wait for it to take its handle too.
         for _ in range(600):
