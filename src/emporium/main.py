@@ -52,7 +52,7 @@ from emporium.order.tasks import PaymentReconciler
 from emporium.payment.factory import build_gateway
 from emporium.search.endpoints import router as search_router
 from emporium.search.engine import SearchIndex
-from emporium.search.indexer import SearchIndexer, rebuild
+from emporium.search.indexer import SearchIndexer, first_build
 from emporium.search.service import SearchService
 
 log = structlog.get_logger(__name__)
@@ -206,7 +206,7 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
         app.state.outbox_purger.start()
         if not await asyncio.to_thread(index.exists):
             # Searches fall back to PostgreSQL until the first build is done.
-            app.state.rebuild_task = asyncio.create_task(rebuild(maker, index))
+            app.state.rebuild_task = asyncio.create_task(first_build(maker, index))
         dispatcher.start()
 
     app.state.leadership = Leadership(

@@ -19,6 +19,7 @@ import asyncpg
 import structlog
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from emporium.kit.cache import Cache
 from emporium.kit.db import transaction
@@ -205,3 +206,34 @@ async def rebuild(
         generation = await build
     log.info("search.rebuilt", generation=generation, documents=total, watermark=watermark)
     return generation, total
+
+
+def _build_failed(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    wait = state.next_action.sleep if state.next_action else 0.0
+    log.error(
+        "search.first_build_failed",
+        attempt=state.attempt_number,
+        retry_in_s=wait,
+        error=repr(error),
+    )
+
+
+async def first_build(
+    maker: async_sessionmaker[AsyncSession], index: SearchIndex, first_wait: float = 1.0
+) -> tuple[str, int]:
+    """The index's first build at start-up, tried until it succeeds.
+
+    Until it is done searches fall back to PostgreSQL and readiness reports the index
+    down: a build that failed once (the database still starting, a full disk) and was
+    never tried again would leave the server unready for good.
+    """
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(Exception),
+        wait=wait_exponential(multiplier=first_wait, max=60),
+        before_sleep=_build_failed,
+        reraise=True,
+    ):
+        with attempt:
+            return await rebuild(maker, index)
+    raise AssertionError("unreachable: tenacity retries until the build succeeds")
