@@ -143,17 +143,42 @@ ORDERS_INDEXES_0011 = [
 ]
 
 
+ORDER_ITEMS_INDEXES_0015 = [
+    "CREATE INDEX ix_order_items_order_id ON public.order_items USING btree (order_id)",
+    "CREATE UNIQUE INDEX pk_order_items ON public.order_items USING btree (id)",
+]
+ORDER_ITEMS_INDEXES_0016 = sorted(
+    [
+        *ORDER_ITEMS_INDEXES_0015,
+        "CREATE INDEX ix_order_items_seller_id_order_id"
+        " ON public.order_items USING btree (seller_id, order_id)",
+    ]
+)
+
+
+def _order_items_indexes(dsn: str) -> list[str]:
+    rows = asyncio.run(
+        _query(dsn, "SELECT indexdef FROM pg_indexes WHERE tablename = 'order_items' ORDER BY 1")
+    )
+    return [r["indexdef"] for r in rows]
+
+
 def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     url = to_asyncpg_url(scratch)
     cfg = alembic_config(url)
     upgrade(url)
     version, tables, delete = _state(scratch)
-    assert version == "0015"
+    assert version == "0016"
+    assert _order_items_indexes(scratch) == ORDER_ITEMS_INDEXES_0016
     assert _functions(scratch, "checkout_place_many") == 1
     assert _answer_storage(scratch) == ("json", True)
     assert len(tables) == 19
     assert "simulated_payments" not in tables
     assert _orders_index_and_fillfactor(scratch) == (ORDERS_INDEXES_0011, ["fillfactor=70"])
+
+    command.downgrade(cfg, "0015")
+    assert _state(scratch) == ("0015", tables, delete)
+    assert _order_items_indexes(scratch) == ORDER_ITEMS_INDEXES_0015
 
     command.downgrade(cfg, "0014")
     assert _state(scratch) == ("0014", tables, delete)
@@ -202,7 +227,8 @@ def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     assert _state(scratch) == (None, ["alembic_version"], None)
 
     upgrade(url)
-    assert _state(scratch) == ("0015", tables, delete)
+    assert _state(scratch) == ("0016", tables, delete)
+    assert _order_items_indexes(scratch) == ORDER_ITEMS_INDEXES_0016
     assert _functions(scratch, "checkout_place_many") == 1
     assert _answer_storage(scratch) == ("json", True)
     assert _orders_index_and_fillfactor(scratch) == (ORDERS_INDEXES_0011, ["fillfactor=70"])

@@ -71,7 +71,11 @@ class OrderItem(Base):
     """A line with the product's title and price snapshotted at checkout."""
 
     __tablename__ = "order_items"
-    __table_args__ = (CheckConstraint("quantity > 0", name="quantity_positive"),)
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        # A seller's orders to fulfil, newest first.
+        Index("ix_order_items_seller_id_order_id", "seller_id", "order_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     order_id: Mapped[int] = mapped_column(

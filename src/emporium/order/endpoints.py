@@ -97,6 +97,39 @@ async def cancel_order(
         return await queries.serialize(uow, cancelled)
 
 
+# What an admin or a seller still has to ship, unless asked for other statuses.
+TO_SHIP = (OrderStatus.paid, OrderStatus.partially_shipped)
+
+
+@router.get(
+    "/fulfillment/orders",
+    response_model=schemas.FulfillmentPage,
+    responses=Unauthorized.responses(),
+)
+async def list_fulfillment(
+    session: ReadSessionDep,
+    user: CatalogWriter,
+    status: Annotated[list[OrderStatus] | None, Query(max_length=len(OrderStatus))] = None,
+    cursor: Annotated[CleanStr | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> schemas.FulfillmentPage:
+    """Orders to fulfil, newest first: all of them for an admin, those with an item of
+    theirs for a seller; each with its units by warehouse, one shipment each."""
+    statuses = [s.value for s in (status or TO_SHIP)]
+    return await queries.fulfillment_page(session, user, statuses, cursor, limit)
+
+
+@router.get(
+    "/fulfillment/orders/{order_id}",
+    response_model=schemas.FulfillmentOrder,
+    responses={**Unauthorized.responses(), **OrderNotFound.responses()},
+)
+async def get_fulfillment(
+    session: ReadSessionDep, user: CatalogWriter, order_id: OrderId
+) -> schemas.FulfillmentOrder:
+    return await queries.fulfillment_order(session, user, order_id)
+
+
 @router.post(
     "/orders/{order_id}/ship",
     response_model=schemas.Order,

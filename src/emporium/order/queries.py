@@ -1,16 +1,36 @@
-"""Reading orders: scoped to their owner (or an admin), serialised with timeline and shipments."""
+"""Reading orders: scoped to their owner (or an admin), serialised with timeline and
+shipments; for fulfillment, scoped to their sellers (or an admin), by warehouse."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, exists, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emporium.catalog.service import decode_cursor, encode_cursor
-from emporium.models import Order, OrderEvent, OrderItem, Payment, Role, Shipment, User
+from emporium.models import (
+    Order,
+    OrderAllocation,
+    OrderEvent,
+    OrderItem,
+    Payment,
+    Role,
+    Shipment,
+    User,
+)
 from emporium.order import schemas
 from emporium.order.errors import OrderNotFound
+
+
+def _shipment(s: Shipment) -> schemas.ShipmentOut:
+    return schemas.ShipmentOut(
+        warehouse_id=s.warehouse_id,
+        tracking_number=s.tracking_number,
+        shipped_at=s.created_at,
+        delivered_at=s.delivered_at,
+    )
 
 
 def build(
@@ -30,15 +50,7 @@ def build(
         shipping_address=order.shipping_address,
         items=[schemas.OrderItem.model_validate(i) for i in items],
         timeline=list(timeline),
-        shipments=[
-            schemas.ShipmentOut(
-                warehouse_id=s.warehouse_id,
-                tracking_number=s.tracking_number,
-                shipped_at=s.created_at,
-                delivered_at=s.delivered_at,
-            )
-            for s in shipments
-        ],
+        shipments=[_shipment(s) for s in shipments],
         payment=payment,
         created_at=order.created_at,
         paid_at=order.paid_at,
@@ -115,3 +127,99 @@ async def get_visible_for_staff(session: AsyncSession, actor: User, order_id: in
     if order is None:
         raise OrderNotFound(f"order {order_id} does not exist")
     return order
+
+
+def _sold_by(actor: User) -> ColumnElement[bool]:
+    """Orders an admin may fulfil (all), or a seller (those with an item of theirs)."""
+    if actor.role == Role.admin:
+        return true()
+    return exists().where(OrderItem.order_id == Order.id, OrderItem.seller_id == actor.seller_id)
+
+
+async def fulfillment_page(
+    session: AsyncSession,
+    actor: User,
+    statuses: Sequence[str],
+    cursor: str | None,
+    limit: int,
+) -> schemas.FulfillmentPage:
+    # Newest first, as the buyer's list: recent orders are the ones still to ship.
+    before = decode_cursor(cursor) or 2**63 - 1
+    rows = list(
+        (
+            await session.execute(
+                select(Order)
+                .where(Order.status.in_(statuses), Order.id < before, _sold_by(actor))
+                .order_by(Order.id.desc())
+                .limit(limit + 1)
+            )
+        ).scalars()
+    )
+    return schemas.FulfillmentPage(
+        items=await _fulfillment(session, rows[:limit]),
+        next_cursor=encode_cursor(rows[limit - 1].id) if len(rows) > limit else None,
+    )
+
+
+async def fulfillment_order(
+    session: AsyncSession, actor: User, order_id: int
+) -> schemas.FulfillmentOrder:
+    """Another seller's order is indistinguishable from a missing one."""
+    order = await session.scalar(select(Order).where(Order.id == order_id, _sold_by(actor)))
+    if order is None:
+        raise OrderNotFound(f"order {order_id} does not exist")
+    return (await _fulfillment(session, [order]))[0]
+
+
+async def _fulfillment(
+    session: AsyncSession, orders: Sequence[Order]
+) -> list[schemas.FulfillmentOrder]:
+    ids = [o.id for o in orders]
+    titles = {
+        (r.order_id, r.product_id): r.title
+        for r in await session.execute(
+            select(OrderItem.order_id, OrderItem.product_id, OrderItem.title).where(
+                OrderItem.order_id.in_(ids)
+            )
+        )
+    }
+    lines: dict[int, dict[int, list[schemas.FulfillmentLine]]] = defaultdict(dict)
+    for a in await session.execute(
+        select(
+            OrderAllocation.order_id,
+            OrderAllocation.warehouse_id,
+            OrderAllocation.product_id,
+            OrderAllocation.quantity,
+        )
+        .where(OrderAllocation.order_id.in_(ids), OrderAllocation.state == "committed")
+        .order_by(OrderAllocation.warehouse_id, OrderAllocation.product_id)
+    ):
+        lines[a.order_id].setdefault(a.warehouse_id, []).append(
+            schemas.FulfillmentLine(
+                product_id=a.product_id,
+                title=titles[a.order_id, a.product_id],
+                quantity=a.quantity,
+            )
+        )
+    shipments = {
+        (s.order_id, s.warehouse_id): _shipment(s)
+        for s in (
+            await session.execute(select(Shipment).where(Shipment.order_id.in_(ids)))
+        ).scalars()
+    }
+    return [
+        schemas.FulfillmentOrder(
+            id=o.id,
+            status=o.status,
+            shipping_address=o.shipping_address,
+            created_at=o.created_at,
+            paid_at=o.paid_at,
+            warehouses=[
+                schemas.FulfillmentWarehouse(
+                    warehouse_id=w, lines=ls, shipment=shipments.get((o.id, w))
+                )
+                for w, ls in lines[o.id].items()
+            ],
+        )
+        for o in orders
+    ]

@@ -71,6 +71,35 @@ class OrderPage(Schema):
     next_cursor: str | None
 
 
+class FulfillmentLine(Schema):
+    product_id: int
+    title: str
+    quantity: int
+
+
+class FulfillmentWarehouse(Schema):
+    """One warehouse's part of an order: one shipment (``POST /orders/{id}/ship``)."""
+
+    warehouse_id: int
+    lines: list[FulfillmentLine]
+    shipment: ShipmentOut | None
+
+
+class FulfillmentOrder(Schema):
+    id: int
+    status: str
+    shipping_address: dict[str, str]
+    created_at: datetime
+    paid_at: datetime | None
+    # The units taken from stock, by warehouse; empty until the order is paid.
+    warehouses: list[FulfillmentWarehouse]
+
+
+class FulfillmentPage(Schema):
+    items: list[FulfillmentOrder]
+    next_cursor: str | None
+
+
 class ShipRequest(Schema):
     warehouse_id: StrictInt = Field(gt=0, le=2**63 - 1)
     tracking_number: Annotated[
