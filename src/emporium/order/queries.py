@@ -174,6 +174,8 @@ async def fulfillment_order(
 async def _fulfillment(
     session: AsyncSession, orders: Sequence[Order]
 ) -> list[schemas.FulfillmentOrder]:
+    if not orders:
+        return []
     ids = [o.id for o in orders]
     titles = {
         (r.order_id, r.product_id): r.title
