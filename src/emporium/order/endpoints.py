@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from emporium.auth.dependencies import Admin, CatalogWriter, CurrentUser
 from emporium.kit.db import ReadSessionDep, SessionDep, UnitOfWork
-from emporium.kit.errors import Unauthorized
+from emporium.kit.errors import Forbidden, Unauthorized
 from emporium.kit.schemas import CleanStr
 from emporium.models import AuditLog, Payment
 from emporium.order import queries, schemas
@@ -101,11 +101,10 @@ async def cancel_order(
 TO_SHIP = (OrderStatus.paid, OrderStatus.partially_shipped)
 
 
-@router.get(
-    "/fulfillment/orders",
-    response_model=schemas.FulfillmentPage,
-    responses=Unauthorized.responses(),
-)
+_STAFF = {**Unauthorized.responses(), **Forbidden.responses()}
+
+
+@router.get("/fulfillment/orders", response_model=schemas.FulfillmentPage, responses=_STAFF)
 async def list_fulfillment(
     session: ReadSessionDep,
     user: CatalogWriter,
@@ -122,7 +121,7 @@ async def list_fulfillment(
 @router.get(
     "/fulfillment/orders/{order_id}",
     response_model=schemas.FulfillmentOrder,
-    responses={**Unauthorized.responses(), **OrderNotFound.responses()},
+    responses={**_STAFF, **OrderNotFound.responses()},
 )
 async def get_fulfillment(
     session: ReadSessionDep, user: CatalogWriter, order_id: OrderId
