@@ -186,6 +186,8 @@ async def test_kill_9_with_checkouts_in_flight_settles_each_once(
         buyers = [threading.Thread(target=pay, args=(email,)) for email in tokens]
         for buyer in buyers:
             buyer.start()
+        for buyer in buyers[:2]:  # the answered ones: paid, and their answers out
+            await asyncio.to_thread(buyer.join, 30)
         await _wait_for(maker, {"paid": 2, "pending_payment": 2})
         os.kill(servers.api.pid, signal.SIGKILL)
         servers.api.wait(timeout=10)
