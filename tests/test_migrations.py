@@ -168,13 +168,16 @@ def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     cfg = alembic_config(url)
     upgrade(url)
     version, tables, delete = _state(scratch)
-    assert version == "0016"
+    assert version == "0017"
     assert _order_items_indexes(scratch) == ORDER_ITEMS_INDEXES_0016
     assert _functions(scratch, "checkout_place_many") == 1
     assert _answer_storage(scratch) == ("json", True)
     assert len(tables) == 19
     assert "simulated_payments" not in tables
     assert _orders_index_and_fillfactor(scratch) == (ORDERS_INDEXES_0011, ["fillfactor=70"])
+
+    command.downgrade(cfg, "0016")
+    assert _state(scratch) == ("0016", tables, delete)
 
     command.downgrade(cfg, "0015")
     assert _state(scratch) == ("0015", tables, delete)
@@ -227,13 +230,39 @@ def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     assert _state(scratch) == (None, ["alembic_version"], None)
 
     upgrade(url)
-    assert _state(scratch) == ("0016", tables, delete)
+    assert _state(scratch) == ("0017", tables, delete)
     assert _order_items_indexes(scratch) == ORDER_ITEMS_INDEXES_0016
     assert _functions(scratch, "checkout_place_many") == 1
     assert _answer_storage(scratch) == ("json", True)
     assert _orders_index_and_fillfactor(scratch) == (ORDERS_INDEXES_0011, ["fillfactor=70"])
     assert _functions(scratch, "cart_add_items") == 1
     assert _per_order_checks(scratch) == (False, False, False)
+
+
+def test_0017_replaces_unkeyed_fingerprints_only(scratch: str) -> None:
+    url = to_asyncpg_url(scratch)
+    command.upgrade(alembic_config(url), "0016")
+    plain = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    keyed = "hmac:1vGk0mNQn3Sx0xS7kq2fJjZl6mIh5h6fXUbq0bqj0bQ"
+
+    async def fill() -> None:
+        conn = await asyncpg.connect(scratch)
+        try:
+            user = await conn.fetchval(
+                "INSERT INTO users (email, name, role) VALUES ('a@example.com', 'A', 'customer')"
+                " RETURNING id"
+            )
+            await conn.executemany(
+                "INSERT INTO idempotency_keys (user_id, key, request_hash) VALUES ($1, $2, $3)",
+                [(user, "old", plain), (user, "new", keyed)],
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(fill())
+    upgrade(url)
+    rows = asyncio.run(_query(scratch, "SELECT key, request_hash FROM idempotency_keys ORDER BY 1"))
+    assert [tuple(r) for r in rows] == [("new", keyed), ("old", "legacy")]
 
 
 def test_models_match_the_migrated_schema(scratch: str) -> None:

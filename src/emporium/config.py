@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Environment = Literal["development", "testing", "production"]
@@ -22,7 +22,11 @@ def _env_file() -> str:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="EMPORIUM_", env_file=_env_file(), env_file_encoding="utf-8", extra="ignore"
+        env_prefix="EMPORIUM_",
+        env_file=_env_file(),
+        env_file_encoding="utf-8",
+        extra="ignore",
+        hide_input_in_errors=True,  # settings carry secrets; errors reach the logs
     )
 
     env: Environment = "development"
@@ -88,6 +92,17 @@ class Settings(BaseSettings):
     # Login sessions live in Valkey; the cookie is Secure only behind HTTPS.
     session_ttl_seconds: int = Field(default=86400, ge=60)
     cookie_secure: bool = False
+    # Keys the fingerprints of checkout bodies (they carry card numbers), so that the
+    # stored fingerprint cannot be reversed by trying card numbers. Unset: generated
+    # into data_dir (kit/secrets.py), which only processes sharing that directory share.
+    secret_key: SecretStr | None = None
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("EMPORIUM_SECRET_KEY must be at least 32 characters")
+        return value
 
     @model_validator(mode="after")
     def _enforce_non_default_secrets(self) -> Settings:
@@ -95,6 +110,10 @@ class Settings(BaseSettings):
             for name in ("admin_token", "seller_token"):
                 if getattr(self, name) in (DEV_ADMIN_TOKEN, DEV_SELLER_TOKEN):
                     raise ValueError(f"EMPORIUM_{name.upper()} must be changed in production")
+            if self.secret_key is None:
+                raise ValueError(
+                    "EMPORIUM_SECRET_KEY must be set in production, the same for every server"
+                )
         return self
 
     @property

@@ -46,6 +46,7 @@ from emporium.kit.logging import CorrelationIdMiddleware, configure_logging
 from emporium.kit.metrics import PrometheusMiddleware, metrics_endpoint, process_exited
 from emporium.kit.outbox import OutboxDispatcher, OutboxPurger, signal
 from emporium.kit.routing import DirectApp
+from emporium.kit.secrets import secret_key
 from emporium.kit.sql import create_pool, to_libpq_url
 from emporium.order.endpoints import router as order_router
 from emporium.order.tasks import PaymentReconciler
@@ -180,7 +181,7 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
     app.state.gateway = gateway
     app.state.checkout = CheckoutService(
         maker=maker,
-        idempotency=IdempotencyStore(cache),
+        idempotency=IdempotencyStore(cache, secret_key(settings)),
         gateway=gateway,
         reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
         pool=checkout_pool,

@@ -9,7 +9,6 @@ from httpx import AsyncClient
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from emporium.checkout.idempotency import request_hash
 from emporium.checkout.schemas import CheckoutRequest
 from emporium.models import AuditLog, Order, OutboxEvent
 from tests.checkout.helpers import DECLINED, body, cart_state, count, fill_cart, stock_of
@@ -319,7 +318,7 @@ async def test_a_duplicate_in_progress_leaves_the_first_requests_claim(
     await fill_cart(maker, customer, {catalog["product"]["cable"]: 1})
     idem = app.state.checkout.idempotency
     payload = body()
-    digest = request_hash(CheckoutRequest.model_validate(payload).model_dump(mode="json"))
+    digest = idem.digest(CheckoutRequest.model_validate(payload).model_dump(mode="json"))
     # A first request that has claimed the key in both stores and is still paying.
     assert (await idem.claim_fast(customer, "k-busy", digest)).claimed
     async with maker() as s, s.begin():

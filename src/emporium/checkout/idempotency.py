@@ -8,11 +8,20 @@ in the statement that completes the order. A paid checkout does not copy its ans
 Valkey: replays are rare, and the copy cost about 6 % of the app's CPU per order. A
 replay that finds the key still "processing" in Valkey is judged by PostgreSQL, and the
 answer it gets is then kept in Valkey for the next one.
+
+A body is compared by its fingerprint: an HMAC under the server's secret key, so that a
+stored fingerprint cannot be reversed by trying card numbers (a plain hash of a body whose
+card is known but for a few digits can be). The CVC is left out: it may not be kept in
+any form once the payment is authorized, and a replay with another CVC is the same
+purchase. Fingerprints stored before they were keyed were replaced by ``legacy``
+(migration 0017); such a key answers as stored whatever the body, until it expires.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -54,14 +63,28 @@ class FastClaim:
     claimed: bool = False
 
 
-def request_hash(body: dict[str, Any]) -> str:
+FINGERPRINT_PREFIX = "hmac:"
+
+
+def request_hash(body: dict[str, Any], secret: bytes) -> str:
+    """The body's fingerprint, keyed by ``secret``; the CVC is not part of it."""
+    payment = body.get("payment")
+    if isinstance(payment, dict):
+        body = {**body, "payment": {k: v for k, v in payment.items() if k != "cvc"}}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    mac = hmac.digest(secret, canonical.encode(), "sha256")
+    return FINGERPRINT_PREFIX + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
 class IdempotencyStore:
-    def __init__(self, cache: Cache | None) -> None:
+    def __init__(self, cache: Cache | None, secret: bytes | None = None) -> None:
         self.cache = cache
+        self._secret = secret
+
+    def digest(self, body: dict[str, Any]) -> str:
+        if self._secret is None:
+            raise RuntimeError("this store was built without the secret key")
+        return request_hash(body, self._secret)
 
     def _vkey(self, user_id: int, key: str) -> str:
         prefix = self.cache.prefix if self.cache else ""
@@ -71,7 +94,7 @@ class IdempotencyStore:
     def _judge(
         stored_hash: str, state: str, status: int | None, body: Any, digest: str
     ) -> StoredResponse:
-        if stored_hash != digest:
+        if stored_hash != digest and stored_hash.startswith(FINGERPRINT_PREFIX):
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was used with a different request body"
             )

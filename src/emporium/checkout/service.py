@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.checkout.batches import CheckoutBatches
-from emporium.checkout.idempotency import IdempotencyStore, StoredResponse, request_hash
+from emporium.checkout.idempotency import IdempotencyStore, StoredResponse
 from emporium.checkout.schemas import CheckoutRequest
 from emporium.kit.db import UnitOfWork
 from emporium.kit.logging import client_ip, correlation_id
@@ -75,8 +75,8 @@ class CheckoutService:
     async def checkout(self, user: User, key: str, body: CheckoutRequest) -> StoredResponse:
         CHECKOUT_ATTEMPTS.inc()
         payload = body.model_dump(mode="json")
-        digest = request_hash(payload)
         idem = self.idempotency
+        digest = idem.digest(payload)
         fast = await idem.claim_fast(user.id, key, digest)
         if fast.replay is not None:
             return fast.replay
