@@ -12,6 +12,7 @@ from emporium.auth.service import hash_token
 from emporium.inventory.reservations import reserve
 from emporium.models import Cart, CartItem, Order, Reservation, Stock, User
 from emporium.payment.ledger import PREFIX
+from tests.fixtures import auth
 
 ADDRESS = {
     "name": "Ada Lovelace",
@@ -22,6 +23,14 @@ ADDRESS = {
 }
 VISA = {"card_number": "4242424242424242", "exp": "12/30", "cvc": "123"}
 DECLINED = {"card_number": "4000000000000002", "exp": "12/30", "cvc": "123"}
+
+
+def key(k: str) -> dict[str, str]:
+    return {**auth("customer"), "Idempotency-Key": k}
+
+
+def charges(app: FastAPI) -> int:
+    return int(app.state.gateway.inner.charges)
 
 
 def body(card: dict[str, str] = VISA) -> dict[str, Any]:

@@ -11,18 +11,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.checkout.schemas import CheckoutRequest
 from emporium.models import AuditLog, Order, OutboxEvent
-from tests.checkout.helpers import DECLINED, body, cart_state, count, fill_cart, stock_of
+from tests.checkout.helpers import (
+    DECLINED,
+    body,
+    cart_state,
+    charges,
+    count,
+    fill_cart,
+    key,
+    stock_of,
+)
 from tests.fixtures import auth
 
 API = "/api/v1"
-
-
-def key(k: str) -> dict[str, str]:
-    return {**auth("customer"), "Idempotency-Key": k}
-
-
-def charges(app: FastAPI) -> int:
-    return int(app.state.gateway.inner.charges)
 
 
 async def test_checkout_pays_takes_stock_and_empties_cart(

@@ -17,18 +17,18 @@ from emporium.checkout.idempotency import request_hash
 from emporium.checkout.schemas import CheckoutRequest
 from emporium.config import Settings
 from emporium.models import Order
-from tests.checkout.helpers import VISA, body, cart_state, count, fill_cart, stock_of
-from tests.fixtures import auth
+from tests.checkout.helpers import (
+    VISA,
+    body,
+    cart_state,
+    charges,
+    count,
+    fill_cart,
+    key,
+    stock_of,
+)
 
 API = "/api/v1"
-
-
-def key(k: str) -> dict[str, str]:
-    return {**auth("customer"), "Idempotency-Key": k}
-
-
-def charges(app: FastAPI) -> int:
-    return int(app.state.gateway.inner.charges)
 
 
 async def stored_fingerprint(maker: async_sessionmaker[AsyncSession], k: str) -> str:
