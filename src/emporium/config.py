@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     # Login sessions live in Valkey; the cookie is Secure only behind HTTPS.
     session_ttl_seconds: int = Field(default=86400, ge=60)
     cookie_secure: bool = False
+    # Login attempts (accounts/throttle.py): failures per email, and attempts per client
+    # address, allowed within the window that starts at the first of them.
+    login_max_failures: int = Field(default=5, ge=1)
+    login_max_attempts_per_ip: int = Field(default=100, ge=1)
+    login_window_seconds: int = Field(default=900, ge=1)
     # Keys the fingerprints of checkout bodies (they carry card numbers), so that the
     # stored fingerprint cannot be reversed by trying card numbers. Unset: generated
     # into data_dir (kit/secrets.py), which only processes sharing that directory share.

@@ -10,10 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from emporium.accounts import schemas
 from emporium.accounts import service as accounts
 from emporium.accounts.sessions import SESSION_COOKIE, SessionStoreUnavailable, session_store
+from emporium.accounts.throttle import TooManyLoginAttempts, login_throttle
 from emporium.auth.dependencies import CurrentUser, bearer_scheme, session_cookie_scheme
 from emporium.config import Settings
 from emporium.kit.db import SessionDep
 from emporium.kit.errors import Unauthorized
+from emporium.kit.logging import client_ip
 from emporium.models import User
 
 router = APIRouter(prefix="/auth", tags=["accounts"])
@@ -45,6 +47,7 @@ async def register(session: SessionDep, body: schemas.RegisterRequest) -> schema
     response_model=schemas.LoginResponse,
     responses={
         **accounts.InvalidCredentials.responses(),
+        **TooManyLoginAttempts.responses(),
         **SessionStoreUnavailable.responses(),
     },
 )
@@ -58,7 +61,15 @@ async def login(
     ``async (session, request, user) -> None`` callables, awaited in order after the
     credentials are accepted and inside the request's transaction (so a failing hook
     fails the login and rolls back its writes). Missing or empty means no hooks.
+
+    Too many failed attempts for the email, or attempts from the address, within a
+    window answer 429 ``too_many_login_attempts`` with ``Retry-After`` before the
+    password is checked.
     """
+    throttle = login_throttle(request)
+    ip = client_ip.get()
+    if throttle is not None:
+        await throttle.attempt(body.email, ip)
     user = await accounts.authenticate(session, email=body.email, password=body.password)
     hooks: list[LoginHook] = getattr(request.app.state, "on_login", None) or []
     for hook in hooks:
@@ -68,6 +79,8 @@ async def login(
         raise SessionStoreUnavailable("sessions are unavailable")
     # Created last: if anything above fails, no token was handed out.
     token = await store.create(user.id)
+    if throttle is not None:
+        await throttle.succeeded(body.email, ip)
     settings = _settings(request)
     response.set_cookie(
         SESSION_COOKIE,

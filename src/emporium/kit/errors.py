@@ -84,7 +84,9 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 
 async def _app_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else {}
+    if "retry_after" in exc.extra:
+        headers["Retry-After"] = str(exc.extra["retry_after"])
     return JSONResponse(
         {"error": exc.code, "detail": exc.detail, **exc.extra},
         status_code=exc.status_code,

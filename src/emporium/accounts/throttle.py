@@ -1,0 +1,102 @@
+"""Login attempts, counted in Valkey per account and per client address.
+
+Each attempt is counted before its password is checked (``INCR``, one atomic step), so
+parallel guesses cannot slip past the limit together. Past ``login_max_failures`` for
+one email, or ``login_max_attempts_per_ip`` from one address, within
+``login_window_seconds`` of the first, the answer is 429 ``too_many_login_attempts``
+with ``Retry-After``, whatever the password: guessing stops, and a refused guess tells
+nothing. A successful login clears its email's count and gives its address's attempt
+back, so one office behind one address can still log in all day. Windows are fixed from
+their first attempt: attempts while refused do not extend them.
+
+If Valkey cannot be reached the attempt is let through; the login then fails anyway,
+when it creates its session there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import structlog
+from starlette.requests import HTTPConnection
+from valkey.exceptions import ValkeyError
+
+from emporium.kit.cache import Cache
+from emporium.kit.errors import AppError
+
+log = structlog.get_logger(__name__)
+
+# DECR only a count that still exists: one that expired meanwhile must not come back
+# as -1 without a TTL.
+_GIVE_BACK = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end"
+
+
+class TooManyLoginAttempts(AppError):
+    status_code = 429
+    code = "too_many_login_attempts"
+
+
+@dataclass(frozen=True)
+class LoginThrottle:
+    cache: Cache
+    max_failures: int
+    max_per_ip: int
+    window_seconds: int
+
+    def _email_key(self, email: str) -> str:
+        digest = hashlib.sha256(email.encode()).hexdigest()
+        return f"{self.cache.prefix}login:email:{digest}"
+
+    def _ip_key(self, ip: str) -> str:
+        return f"{self.cache.prefix}login:ip:{ip}"
+
+    async def attempt(self, email: str, ip: str | None) -> None:
+        """Count this attempt, or refuse it with TooManyLoginAttempts."""
+        limits = [(self._email_key(email), self.max_failures)]
+        if ip:
+            limits.append((self._ip_key(ip), self.max_per_ip))
+        try:
+            async with self.cache.client.pipeline(transaction=False) as pipe:
+                for key, _ in limits:
+                    pipe.incr(key)
+                    pipe.expire(key, self.window_seconds, nx=True)
+                    pipe.ttl(key)
+                replies = await pipe.execute()
+        except (ValkeyError, OSError) as exc:
+            log.warning("login_throttle.unavailable", error=str(exc))
+            return
+        waits = [
+            int(replies[3 * i + 2])
+            for i, (_, limit) in enumerate(limits)
+            if int(replies[3 * i]) > limit
+        ]
+        if waits:
+            retry_after = max(1, *waits)
+            log.warning("login_throttle.refused", retry_after=retry_after)
+            raise TooManyLoginAttempts(
+                "too many failed logins; try again later", retry_after=retry_after
+            )
+
+    async def succeeded(self, email: str, ip: str | None) -> None:
+        try:
+            async with self.cache.client.pipeline(transaction=False) as pipe:
+                pipe.delete(self._email_key(email))
+                if ip:
+                    pipe.eval(_GIVE_BACK, 1, self._ip_key(ip))
+                await pipe.execute()
+        except (ValkeyError, OSError) as exc:
+            log.warning("login_throttle.unavailable", error=str(exc))
+
+
+def login_throttle(conn: HTTPConnection) -> LoginThrottle | None:
+    cache: Cache | None = getattr(conn.app.state, "cache", None)
+    if cache is None:
+        return None
+    settings = conn.app.state.settings
+    return LoginThrottle(
+        cache,
+        max_failures=settings.login_max_failures,
+        max_per_ip=settings.login_max_attempts_per_ip,
+        window_seconds=settings.login_window_seconds,
+    )

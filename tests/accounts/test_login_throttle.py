@@ -1,0 +1,143 @@
+"""Login attempts are limited per email and per client address, in Valkey."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import pytest
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient, Response
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from emporium.config import Settings
+from emporium.kit.cache import Cache
+from emporium.models import AuditLog
+
+API = "/api/v1"
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={
+            "login_max_failures": 3,
+            "login_max_attempts_per_ip": 6,
+            "login_window_seconds": 600,
+        }
+    )
+
+
+async def register(client: AsyncClient, email: str) -> None:
+    r = await client.post(f"{API}/auth/register", json={"email": email, "password": PASSWORD})
+    assert r.status_code == 201, r.text
+
+
+async def login(client: AsyncClient, email: str, password: str) -> Response:
+    return await client.post(f"{API}/auth/login", json={"email": email, "password": password})
+
+
+async def sessions(app: FastAPI) -> int:
+    return len(await app.state.cache.client.keys(f"{app.state.cache.prefix}session:*"))
+
+
+async def logins(maker: async_sessionmaker[AsyncSession]) -> int:
+    async with maker() as s:
+        q = select(func.count()).select_from(AuditLog).where(AuditLog.action == "user.logged_in")
+        return int(await s.scalar(q) or 0)
+
+
+def email_key(app: FastAPI, email: str) -> str:
+    return f"{app.state.cache.prefix}login:email:{hashlib.sha256(email.encode()).hexdigest()}"
+
+
+async def test_after_three_failures_even_the_right_password_is_refused(
+    app: FastAPI, client: AsyncClient, maker: async_sessionmaker[AsyncSession]
+) -> None:
+    await register(client, "ann@example.com")
+    for _ in range(3):
+        r = await login(client, "ann@example.com", "wrong password")
+        assert (r.status_code, r.json()["error"]) == (401, "invalid_credentials")
+    r = await login(client, "ANN@example.com", PASSWORD)
+    assert r.status_code == 429
+    body = r.json()
+    assert body["error"] == "too_many_login_attempts"
+    assert 595 <= body["retry_after"] <= 600
+    assert r.headers["retry-after"] == str(body["retry_after"])
+    assert "set-cookie" not in r.headers
+    assert await sessions(app) == 0
+    assert await logins(maker) == 0
+
+    # The window passes (its key expires): the right password works, and clears the count.
+    await app.state.cache.client.delete(email_key(app, "ann@example.com"))
+    assert (await login(client, "ann@example.com", PASSWORD)).status_code == 200
+    assert await app.state.cache.client.exists(email_key(app, "ann@example.com")) == 0
+    assert (await login(client, "ann@example.com", "wrong again")).status_code == 401
+    assert await sessions(app) == 1
+    assert await logins(maker) == 1
+
+
+async def test_a_refused_attempt_does_not_extend_the_window(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    await register(client, "bo@example.com")
+    for _ in range(3):
+        assert (await login(client, "bo@example.com", "wrong password")).status_code == 401
+    key = email_key(app, "bo@example.com")
+    await app.state.cache.client.expire(key, 30)
+    r = await login(client, "bo@example.com", PASSWORD)
+    assert r.status_code == 429
+    assert 28 <= r.json()["retry_after"] <= 30
+    assert 28 <= await app.state.cache.client.ttl(key) <= 30
+
+
+async def test_unknown_emails_count_per_address_and_parallel_guesses_cannot_slip_past(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    await register(client, "cy@example.com")
+    await register(client, "di@example.com")
+    # Eight guesses at once for other accounts, from one address allowed six attempts.
+    answers = await asyncio.gather(
+        *(login(client, f"guess{i}@example.com", "password1") for i in range(8))
+    )
+    assert sorted(r.status_code for r in answers) == [401] * 6 + [429] * 2
+    # Every account is closed to that address now, the right password included...
+    r = await login(client, "cy@example.com", PASSWORD)
+    assert (r.status_code, r.json()["error"]) == (429, "too_many_login_attempts")
+    # ...but not to another address.
+    other = AsyncClient(
+        transport=ASGITransport(app=app, client=("10.1.2.3", 4000)), base_url="http://test"
+    )
+    async with other:
+        assert (await login(other, "cy@example.com", PASSWORD)).status_code == 200
+
+
+async def test_successful_logins_give_their_attempt_back_to_the_address(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    await register(client, "ed@example.com")
+    for _ in range(10):
+        r = await login(client, "ed@example.com", PASSWORD)
+        assert r.status_code == 200
+    ip_key = f"{app.state.cache.prefix}login:ip:127.0.0.1"
+    assert await app.state.cache.client.get(ip_key) == b"0"
+
+
+async def test_without_valkey_a_login_is_503_not_an_error_of_the_throttle(
+    app: FastAPI, client: AsyncClient, maker: async_sessionmaker[AsyncSession]
+) -> None:
+    await register(client, "fi@example.com")
+    live = app.state.cache
+    # A Valkey that cannot be reached: nothing listens on the discard port.
+    app.state.cache = Cache("redis://127.0.0.1:9/0")
+    try:
+        r = await login(client, "fi@example.com", PASSWORD)
+    finally:
+        await app.state.cache.close()
+        app.state.cache = live
+    # The throttle lets the attempt through; the session store then refuses it.
+    assert (r.status_code, r.json()["error"]) == (503, "session_store_unavailable")
+    assert await sessions(app) == 0
+    assert await logins(maker) == 0
