@@ -89,7 +89,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
-    # Login sessions live in Valkey; the cookie is Secure only behind HTTPS.
+    # Login sessions live in Valkey. Cookies are Secure (sent over HTTPS only) in
+    # production unless set otherwise, and not by default elsewhere (plain-HTTP dev).
     session_ttl_seconds: int = Field(default=86400, ge=60)
     cookie_secure: bool = False
     # Login attempts (accounts/throttle.py): failures per email, and attempts per client
@@ -119,6 +120,8 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "EMPORIUM_SECRET_KEY must be set in production, the same for every server"
                 )
+            if "cookie_secure" not in self.model_fields_set:
+                self.cookie_secure = True
         return self
 
     @property

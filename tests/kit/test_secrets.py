@@ -39,11 +39,21 @@ def test_a_short_key_is_refused(tmp_path: Path) -> None:
     assert "short-secret" not in str(caught.value)
 
 
-def test_production_requires_a_key(tmp_path: Path) -> None:
+def test_production_requires_a_key_and_secure_cookies(tmp_path: Path) -> None:
     tokens = {"admin_token": "a" * 40, "seller_token": "b" * 40}
     with pytest.raises(ValidationError, match="EMPORIUM_SECRET_KEY must be set in production"):
         _settings(tmp_path, env="production", **tokens)
-    assert _settings(tmp_path, env="production", secret_key="c" * 40, **tokens).secret_key
+    production = _settings(tmp_path, env="production", secret_key="c" * 40, **tokens)
+    assert production.secret_key is not None
+    # Cookies are Secure in production unless the operator says otherwise.
+    assert production.cookie_secure is True
+    assert (
+        _settings(
+            tmp_path, env="production", secret_key="c" * 40, cookie_secure=False, **tokens
+        ).cookie_secure
+        is False
+    )
+    assert _settings(tmp_path).cookie_secure is False
 
 
 def test_an_unusable_key_file_is_an_error_not_a_new_key(tmp_path: Path) -> None:
