@@ -54,11 +54,14 @@ async def _refund(request: Request, charge: str) -> None:
 async def list_orders(
     session: ReadSessionDep,
     user: CurrentUser,
+    status: Annotated[list[OrderStatus] | None, Query(max_length=len(OrderStatus))] = None,
     cursor: Annotated[CleanStr | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> schemas.OrderPage:
-    """The caller's own orders, newest first."""
-    return await queries.page(session, user, cursor, limit)
+    """The caller's own orders, newest first; ``?status=`` (repeatable) keeps those in
+    any of the statuses given."""
+    statuses = [s.value for s in status] if status else None
+    return await queries.page(session, user, statuses, cursor, limit)
 
 
 @router.get("/orders/{order_id}", response_model=schemas.Order, responses=_ERRORS)

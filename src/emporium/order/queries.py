@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import ColumnElement, exists, select, true
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emporium.catalog.service import decode_cursor, encode_cursor
@@ -58,38 +59,54 @@ def build(
 
 
 async def serialize(session: AsyncSession, order: Order) -> schemas.Order:
-    items = (
+    return (await serialize_many(session, [order]))[0]
+
+
+async def serialize_many(session: AsyncSession, orders: Sequence[Order]) -> list[schemas.Order]:
+    """The orders with their items, timelines, shipments and latest payments: four
+    queries for any number of orders, not four per order."""
+    ids = [o.id for o in orders]
+    if not ids:
+        return []
+    items: dict[int, list[OrderItem]] = defaultdict(list)
+    for item in (
         await session.execute(
-            select(OrderItem).where(OrderItem.order_id == order.id).order_by(OrderItem.id)
+            select(OrderItem).where(OrderItem.order_id.in_(ids)).order_by(OrderItem.id)
         )
-    ).scalars()
-    events = (
+    ).scalars():
+        items[item.order_id].append(item)
+    timelines: dict[int, list[schemas.TimelineEntry]] = defaultdict(list)
+    for e in (
         await session.execute(
-            select(OrderEvent).where(OrderEvent.order_id == order.id).order_by(OrderEvent.id)
+            select(OrderEvent).where(OrderEvent.order_id.in_(ids)).order_by(OrderEvent.id)
         )
-    ).scalars()
-    shipments = (
+    ).scalars():
+        timelines[e.order_id].append(
+            schemas.TimelineEntry(status=e.status, note=e.note, at=e.created_at)
+        )
+    shipments: dict[int, list[Shipment]] = defaultdict(list)
+    for s in (
         await session.execute(
-            select(Shipment).where(Shipment.order_id == order.id).order_by(Shipment.id)
+            select(Shipment).where(Shipment.order_id.in_(ids)).order_by(Shipment.id)
         )
-    ).scalars()
-    payment = await session.scalar(
-        select(Payment).where(Payment.order_id == order.id).order_by(Payment.id.desc()).limit(1)
-    )
-    return build(
-        order,
-        items,
-        (schemas.TimelineEntry(status=e.status, note=e.note, at=e.created_at) for e in events),
-        shipments,
-        schemas.PaymentOut(
-            status=payment.status,
-            amount=payment.amount,
-            card_last4=payment.card_last4,
-            error_code=payment.error_code,
+    ).scalars():
+        shipments[s.order_id].append(s)
+    payments = {
+        p.order_id: schemas.PaymentOut(
+            status=p.status, amount=p.amount, card_last4=p.card_last4, error_code=p.error_code
         )
-        if payment
-        else None,
-    )
+        for p in (
+            await session.execute(
+                select(Payment)
+                .where(Payment.order_id.in_(ids))
+                .order_by(Payment.order_id, Payment.id.desc())
+                .ext(distinct_on(Payment.order_id))  # the latest payment of each
+            )
+        ).scalars()
+    }
+    return [
+        build(o, items[o.id], timelines[o.id], shipments[o.id], payments.get(o.id)) for o in orders
+    ]
 
 
 async def get_visible(session: AsyncSession, actor: User, order_id: int) -> Order:
@@ -101,21 +118,19 @@ async def get_visible(session: AsyncSession, actor: User, order_id: int) -> Orde
 
 
 async def page(
-    session: AsyncSession, actor: User, cursor: str | None, limit: int
+    session: AsyncSession,
+    actor: User,
+    statuses: Sequence[str] | None,
+    cursor: str | None,
+    limit: int,
 ) -> schemas.OrderPage:
     # Newest first; the cursor is the last id seen.
     before = decode_cursor(cursor) or 2**63 - 1
-    rows = list(
-        (
-            await session.execute(
-                select(Order)
-                .where(Order.user_id == actor.id, Order.id < before)
-                .order_by(Order.id.desc())
-                .limit(limit + 1)
-            )
-        ).scalars()
-    )
-    items = [await serialize(session, o) for o in rows[:limit]]
+    query = select(Order).where(Order.user_id == actor.id, Order.id < before)
+    if statuses:
+        query = query.where(Order.status.in_(statuses))
+    rows = list((await session.execute(query.order_by(Order.id.desc()).limit(limit + 1))).scalars())
+    items = await serialize_many(session, rows[:limit])
     return schemas.OrderPage(
         items=items, next_cursor=encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
     )
