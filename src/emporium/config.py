@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     checkout_place_calls: int = Field(default=1, ge=1)
     checkout_pay_calls: int = Field(default=1, ge=1)
 
+    # Request bodies larger than this answer 413 before they are read whole.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
     host: str = "127.0.0.1"
     port: int = 8000
 

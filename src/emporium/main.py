@@ -32,6 +32,7 @@ from emporium.checkout.warmup import warm_connection
 from emporium.config import Settings, get_settings
 from emporium.health.endpoints import router as health_router
 from emporium.inventory.endpoints import router as inventory_router
+from emporium.kit.body_limit import BodyLimitMiddleware
 from emporium.kit.cache import Cache
 from emporium.kit.db import (
     create_engine,
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     app.state.background = background
     app.state.user_cache = UserCache(settings.user_cache_seconds)
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(PrometheusMiddleware)
     app.add_middleware(CorrelationIdMiddleware)
     # Add to cart and checkout are served directly (DirectApp); other requests are
