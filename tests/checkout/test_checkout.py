@@ -178,9 +178,12 @@ async def test_open_breaker_fails_fast_and_keeps_the_cart(
 ) -> None:
     sony, customer = catalog["product"]["sony"], catalog["user"]["customer"]
     await fill_cart(maker, customer, {sony: 1})
-    app.state.gateway.breaker._open()
+    breaker = app.state.gateway.breaker
+    breaker._open()
+    breaker._opened_at -= 20.5  # opened 20.5 s ago: a trial call is let through in 39.5 s
     r = await client.post(f"{API}/checkout", json=body(), headers=key("k-7"))
     assert (r.status_code, r.json()["error"]) == (503, "payment_unavailable")
+    assert (r.json()["retry_after"], r.headers["retry-after"]) == (40, "40")
     assert await count(maker, Order) == 0
     assert await cart_state(maker, customer) == {"lines": {sony: 1}, "reserved": {sony: 1}}
     assert await stock_of(maker, sony) == [(10, 1), (5, 0)]

@@ -124,6 +124,7 @@ async def test_cancel_while_the_gateway_is_down_answers_503_and_changes_nothing(
     r = await client.post(f"{API}/orders/{order['id']}/cancel", headers=auth("customer"))
     assert r.status_code == 503, r.text
     assert r.json()["error"] == "payment_unavailable"
+    assert (r.json()["retry_after"], r.headers["retry-after"]) == (60, "60")
     assert await _unchanged(maker, order["id"], sony) == before
     assert await gateway_payments(app) == [("captured", SONY_X3, Decimal("0"))]
 

@@ -32,7 +32,7 @@ from emporium.order.service import Checkout, orders
 from emporium.order.state import OrderStatus
 from emporium.payment.errors import PaymentUnavailableError
 from emporium.payment.gateway import Card, PaymentDeclined, PaymentGateway, PaymentUnavailable
-from emporium.payment.resilience import BreakerState
+from emporium.payment.resilience import gateway_retry_after
 
 log = structlog.get_logger(__name__)
 
@@ -48,11 +48,6 @@ def paid_response(order: Order, items: list[OrderItem], card_last4: str) -> dict
         status="captured", amount=order.total, card_last4=card_last4, error_code=None
     )
     return build(order, items, timeline, [], payment).model_dump(mode="json")
-
-
-def gateway_available(gateway: PaymentGateway) -> bool:
-    breaker = getattr(gateway, "breaker", None)
-    return breaker is None or breaker.state is not BreakerState.open
 
 
 @dataclass
@@ -82,9 +77,11 @@ class CheckoutService:
             return fast.replay
         replay = None
         try:
-            if not gateway_available(self.gateway):
+            if (wait := gateway_retry_after(self.gateway)) is not None:
                 # Fail fast before touching the cart: its reservations stay intact.
-                raise PaymentUnavailableError("the payment service is unavailable; try again later")
+                raise PaymentUnavailableError(
+                    "the payment service is unavailable; try again later", retry_after=wait
+                )
             # One call claims the key and places the order, committing both or neither.
             checkout = Checkout.now(
                 user,

@@ -21,6 +21,7 @@ from emporium.payment.gateway import (
     PaymentNotFound,
     PaymentUnavailable,
 )
+from emporium.payment.resilience import gateway_retry_after
 
 router = APIRouter(tags=["orders"])
 OrderId = Annotated[int, Path(gt=0, le=2**63 - 1)]
@@ -37,8 +38,10 @@ async def _refund(request: Request, charge: str) -> None:
     try:
         await gateway.refund(charge)
     except PaymentUnavailable as exc:
+        wait = gateway_retry_after(gateway)
         raise PaymentUnavailableError(
-            "the payment service is unavailable; try again later"
+            "the payment service is unavailable; try again later",
+            **({} if wait is None else {"retry_after": wait}),
         ) from exc
     except PaymentNotFound as exc:
         raise RefundFailed(

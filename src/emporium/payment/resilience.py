@@ -10,6 +10,7 @@ only counts consecutive failures and is synchronous, hence this small class.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -108,6 +109,12 @@ class CircuitBreaker:
         ):
             self._transition(BreakerState.half_open)
         return self._state
+
+    def retry_after(self) -> int | None:
+        """Whole seconds until an open breaker lets a trial call through; None if not open."""
+        if self.state is not BreakerState.open:
+            return None
+        return max(1, math.ceil(self.reset_seconds - (self._clock() - self._opened_at)))
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         state = self.state
@@ -282,3 +289,10 @@ class ResilientGateway:
         return await self._call(
             "get_by_idempotency_key", lambda: self.inner.get_by_idempotency_key(idempotency_key)
         )
+
+
+def gateway_retry_after(gateway: object) -> int | None:
+    """Seconds until the gateway's open breaker lets calls through again; None if it
+    is not open (or the gateway has no breaker)."""
+    breaker = getattr(gateway, "breaker", None)
+    return breaker.retry_after() if isinstance(breaker, CircuitBreaker) else None
