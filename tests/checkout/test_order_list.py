@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from emporium.config import Settings
 from emporium.kit.metrics import DB_STATEMENTS
 from tests.checkout.helpers import DECLINED, body, fill_cart, key
 from tests.fixtures import auth
 
 API = "/api/v1"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    # The caller's user row, once read, is kept for the whole test however slow the
+    # machine: the statement count below is the page's alone.
+    return settings.model_copy(update={"user_cache_seconds": 300.0})
 
 
 async def three_orders(
