@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1)
     login_max_attempts_per_ip: int = Field(default=100, ge=1)
     login_window_seconds: int = Field(default=900, ge=1)
+    # Accounts created from one client address within the window.
+    registration_max_per_ip: int = Field(default=20, ge=1)
+    registration_window_seconds: int = Field(default=3600, ge=1)
     # Keys the fingerprints of checkout bodies (they carry card numbers), so that the
     # stored fingerprint cannot be reversed by trying card numbers. Unset: generated
     # into data_dir (kit/secrets.py), which only processes sharing that directory share.

@@ -1,4 +1,5 @@
-"""Login attempts are limited per email and per client address, in Valkey."""
+"""Login attempts are limited per email and per client address, and registrations per
+address, in Valkey."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.config import Settings
 from emporium.kit.cache import Cache
-from emporium.models import AuditLog
+from emporium.models import AuditLog, User
 
 API = "/api/v1"
 PASSWORD = "correct horse battery"
@@ -26,6 +27,8 @@ def settings(settings: Settings) -> Settings:
             "login_max_failures": 3,
             "login_max_attempts_per_ip": 6,
             "login_window_seconds": 600,
+            "registration_max_per_ip": 2,
+            "registration_window_seconds": 3600,
         }
     )
 
@@ -141,3 +144,33 @@ async def test_without_valkey_a_login_is_503_not_an_error_of_the_throttle(
     assert (r.status_code, r.json()["error"]) == (503, "session_store_unavailable")
     assert await sessions(app) == 0
     assert await logins(maker) == 0
+
+
+async def users(maker: async_sessionmaker[AsyncSession]) -> int:
+    async with maker() as s:
+        return int(await s.scalar(select(func.count()).select_from(User)) or 0)
+
+
+async def test_an_address_registers_a_few_accounts_an_hour(
+    app: FastAPI, client: AsyncClient, maker: async_sessionmaker[AsyncSession]
+) -> None:
+    before = await users(maker)
+    # A body that fails validation never reaches the count.
+    bad = await client.post(f"{API}/auth/register", json={"email": "x", "password": PASSWORD})
+    assert bad.status_code == 422
+    await register(client, "gu@example.com")
+    await register(client, "ha@example.com")
+    r = await client.post(
+        f"{API}/auth/register", json={"email": "io@example.com", "password": PASSWORD}
+    )
+    assert r.status_code == 429
+    assert r.json()["error"] == "too_many_registrations"
+    assert 3595 <= r.json()["retry_after"] <= 3600
+    assert r.headers["retry-after"] == str(r.json()["retry_after"])
+    assert await users(maker) == before + 2
+    other = AsyncClient(
+        transport=ASGITransport(app=app, client=("10.1.2.3", 4000)), base_url="http://test"
+    )
+    async with other:
+        await register(other, "io@example.com")
+    assert await users(maker) == before + 3

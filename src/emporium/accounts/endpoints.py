@@ -10,7 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from emporium.accounts import schemas
 from emporium.accounts import service as accounts
 from emporium.accounts.sessions import SESSION_COOKIE, SessionStoreUnavailable, session_store
-from emporium.accounts.throttle import TooManyLoginAttempts, login_throttle
+from emporium.accounts.throttle import (
+    TooManyLoginAttempts,
+    TooManyRegistrations,
+    count_registration,
+    login_throttle,
+)
 from emporium.auth.dependencies import CurrentUser, bearer_scheme, session_cookie_scheme
 from emporium.config import Settings
 from emporium.kit.db import SessionDep
@@ -32,10 +37,17 @@ def _settings(request: Request) -> Settings:
     "/register",
     response_model=schemas.UserOut,
     status_code=status.HTTP_201_CREATED,
-    responses=accounts.EmailTaken.responses(),
+    responses={**accounts.EmailTaken.responses(), **TooManyRegistrations.responses()},
 )
-async def register(session: SessionDep, body: schemas.RegisterRequest) -> schemas.UserOut:
-    """Create a customer account. It does not log in: call login next."""
+async def register(
+    request: Request, session: SessionDep, body: schemas.RegisterRequest
+) -> schemas.UserOut:
+    """Create a customer account. It does not log in: call login next.
+
+    Past 20 registrations from one client address within an hour, 429
+    ``too_many_registrations`` with ``Retry-After``.
+    """
+    await count_registration(request, client_ip.get())
     user = await accounts.register(
         session, email=body.email, password=body.password, name=body.name
     )

@@ -9,8 +9,12 @@ nothing. A successful login clears its email's count and gives its address's att
 back, so one office behind one address can still log in all day. Windows are fixed from
 their first attempt: attempts while refused do not extend them.
 
-If Valkey cannot be reached the attempt is let through; the login then fails anyway,
-when it creates its session there.
+Registrations are limited the same way per client address
+(``registration_max_per_ip`` within ``registration_window_seconds``), so that one
+address cannot fill the user table.
+
+If Valkey cannot be reached the attempt is let through; a login then fails anyway, when
+it creates its session there.
 """
 
 from __future__ import annotations
@@ -37,6 +41,32 @@ class TooManyLoginAttempts(AppError):
     code = "too_many_login_attempts"
 
 
+class TooManyRegistrations(AppError):
+    status_code = 429
+    code = "too_many_registrations"
+
+
+async def _count(cache: Cache, limits: list[tuple[str, int]], window_seconds: int) -> int | None:
+    """Count one attempt under each key; the seconds to wait if any key is over its
+    limit, else None (also when Valkey cannot be reached)."""
+    try:
+        async with cache.client.pipeline(transaction=False) as pipe:
+            for key, _ in limits:
+                pipe.incr(key)
+                pipe.expire(key, window_seconds, nx=True)
+                pipe.ttl(key)
+            replies = await pipe.execute()
+    except (ValkeyError, OSError) as exc:
+        log.warning("attempt_limit.unavailable", error=str(exc))
+        return None
+    waits = [
+        int(replies[3 * i + 2])
+        for i, (_, limit) in enumerate(limits)
+        if int(replies[3 * i]) > limit
+    ]
+    return max(1, *waits) if waits else None
+
+
 @dataclass(frozen=True)
 class LoginThrottle:
     cache: Cache
@@ -56,23 +86,8 @@ class LoginThrottle:
         limits = [(self._email_key(email), self.max_failures)]
         if ip:
             limits.append((self._ip_key(ip), self.max_per_ip))
-        try:
-            async with self.cache.client.pipeline(transaction=False) as pipe:
-                for key, _ in limits:
-                    pipe.incr(key)
-                    pipe.expire(key, self.window_seconds, nx=True)
-                    pipe.ttl(key)
-                replies = await pipe.execute()
-        except (ValkeyError, OSError) as exc:
-            log.warning("login_throttle.unavailable", error=str(exc))
-            return
-        waits = [
-            int(replies[3 * i + 2])
-            for i, (_, limit) in enumerate(limits)
-            if int(replies[3 * i]) > limit
-        ]
-        if waits:
-            retry_after = max(1, *waits)
+        retry_after = await _count(self.cache, limits, self.window_seconds)
+        if retry_after is not None:
             log.warning("login_throttle.refused", retry_after=retry_after)
             raise TooManyLoginAttempts(
                 "too many failed logins; try again later", retry_after=retry_after
@@ -100,3 +115,20 @@ def login_throttle(conn: HTTPConnection) -> LoginThrottle | None:
         max_per_ip=settings.login_max_attempts_per_ip,
         window_seconds=settings.login_window_seconds,
     )
+
+
+async def count_registration(conn: HTTPConnection, ip: str | None) -> None:
+    """Count a registration from ``ip``, or refuse it with TooManyRegistrations."""
+    cache: Cache | None = getattr(conn.app.state, "cache", None)
+    if cache is None or not ip:
+        return
+    settings = conn.app.state.settings
+    key = f"{cache.prefix}register:ip:{ip}"
+    limits = [(key, settings.registration_max_per_ip)]
+    retry_after = await _count(cache, limits, settings.registration_window_seconds)
+    if retry_after is not None:
+        log.warning("registration_limit.refused", retry_after=retry_after)
+        raise TooManyRegistrations(
+            "too many accounts created from this address; try again later",
+            retry_after=retry_after,
+        )
