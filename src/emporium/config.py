@@ -95,9 +95,11 @@ class Settings(BaseSettings):
     # production unless set otherwise, and not by default elsewhere (plain-HTTP dev).
     session_ttl_seconds: int = Field(default=86400, ge=60)
     cookie_secure: bool = False
-    # Login attempts (accounts/throttle.py): failures per email, and attempts per client
-    # address, allowed within the window that starts at the first of them.
+    # Login attempts (accounts/throttle.py) allowed within the window that starts at the
+    # first of them: failures for one email from one address, and from anywhere; attempts
+    # from one address.
     login_max_failures: int = Field(default=5, ge=1)
+    login_max_failures_per_account: int = Field(default=50, ge=1)
     login_max_attempts_per_ip: int = Field(default=100, ge=1)
     login_window_seconds: int = Field(default=900, ge=1)
     # Accounts created from one client address within the window.

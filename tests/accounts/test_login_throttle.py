@@ -25,6 +25,7 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(
         update={
             "login_max_failures": 3,
+            "login_max_failures_per_account": 5,
             "login_max_attempts_per_ip": 6,
             "login_window_seconds": 600,
             "registration_max_per_ip": 2,
@@ -56,7 +57,15 @@ def email_key(app: FastAPI, email: str) -> str:
     return f"{app.state.cache.prefix}login:email:{hashlib.sha256(email.encode()).hexdigest()}"
 
 
-async def test_after_three_failures_even_the_right_password_is_refused(
+def pair_key(app: FastAPI, email: str, ip: str = "127.0.0.1") -> str:
+    return f"{email_key(app, email)}:ip:{ip}"
+
+
+def elsewhere(app: FastAPI, ip: str = "10.1.2.3") -> AsyncClient:
+    return AsyncClient(transport=ASGITransport(app=app, client=(ip, 4000)), base_url="http://test")
+
+
+async def test_after_three_failures_from_an_address_it_is_refused_there_only(
     app: FastAPI, client: AsyncClient, maker: async_sessionmaker[AsyncSession]
 ) -> None:
     await register(client, "ann@example.com")
@@ -72,14 +81,31 @@ async def test_after_three_failures_even_the_right_password_is_refused(
     assert "set-cookie" not in r.headers
     assert await sessions(app) == 0
     assert await logins(maker) == 0
+    # The account's owner, from another address, still logs in.
+    async with elsewhere(app) as owner:
+        assert (await login(owner, "ann@example.com", PASSWORD)).status_code == 200
+    assert await logins(maker) == 1
 
     # The window passes (its key expires): the right password works, and clears the count.
-    await app.state.cache.client.delete(email_key(app, "ann@example.com"))
+    await app.state.cache.client.delete(pair_key(app, "ann@example.com"))
     assert (await login(client, "ann@example.com", PASSWORD)).status_code == 200
-    assert await app.state.cache.client.exists(email_key(app, "ann@example.com")) == 0
+    assert await app.state.cache.client.exists(pair_key(app, "ann@example.com")) == 0
     assert (await login(client, "ann@example.com", "wrong again")).status_code == 401
-    assert await sessions(app) == 1
-    assert await logins(maker) == 1
+    assert await sessions(app) == 2
+    assert await logins(maker) == 2
+
+
+async def test_guesses_from_many_addresses_meet_the_account_wide_limit(
+    app: FastAPI, client: AsyncClient, maker: async_sessionmaker[AsyncSession]
+) -> None:
+    await register(client, "al@example.com")
+    for n in range(5):  # one failure each from five addresses: the account allows five
+        async with elsewhere(app, f"10.0.0.{n}") as guesser:
+            assert (await login(guesser, "al@example.com", "wrong password")).status_code == 401
+    async with elsewhere(app, "10.0.0.9") as owner:
+        r = await login(owner, "al@example.com", PASSWORD)
+    assert (r.status_code, r.json()["error"]) == (429, "too_many_login_attempts")
+    assert await logins(maker) == 0
 
 
 async def test_a_refused_attempt_does_not_extend_the_window(
@@ -88,7 +114,7 @@ async def test_a_refused_attempt_does_not_extend_the_window(
     await register(client, "bo@example.com")
     for _ in range(3):
         assert (await login(client, "bo@example.com", "wrong password")).status_code == 401
-    key = email_key(app, "bo@example.com")
+    key = pair_key(app, "bo@example.com")
     await app.state.cache.client.expire(key, 30)
     r = await login(client, "bo@example.com", PASSWORD)
     assert r.status_code == 429
@@ -110,14 +136,11 @@ async def test_unknown_emails_count_per_address_and_parallel_guesses_cannot_slip
     r = await login(client, "cy@example.com", PASSWORD)
     assert (r.status_code, r.json()["error"]) == (429, "too_many_login_attempts")
     # ...but not to another address.
-    other = AsyncClient(
-        transport=ASGITransport(app=app, client=("10.1.2.3", 4000)), base_url="http://test"
-    )
-    async with other:
+    async with elsewhere(app) as other:
         assert (await login(other, "cy@example.com", PASSWORD)).status_code == 200
 
 
-async def test_successful_logins_give_their_attempt_back_to_the_address(
+async def test_successful_logins_give_their_attempts_back(
     app: FastAPI, client: AsyncClient
 ) -> None:
     await register(client, "ed@example.com")
@@ -125,7 +148,10 @@ async def test_successful_logins_give_their_attempt_back_to_the_address(
         r = await login(client, "ed@example.com", PASSWORD)
         assert r.status_code == 200
     ip_key = f"{app.state.cache.prefix}login:ip:127.0.0.1"
-    assert await app.state.cache.client.get(ip_key) == b"0"
+    counts = await app.state.cache.client.mget(
+        ip_key, email_key(app, "ed@example.com"), pair_key(app, "ed@example.com")
+    )
+    assert counts == [b"0", b"0", None]
 
 
 async def test_without_valkey_a_login_is_503_not_an_error_of_the_throttle(
@@ -168,9 +194,6 @@ async def test_an_address_registers_a_few_accounts_an_hour(
     assert 3595 <= r.json()["retry_after"] <= 3600
     assert r.headers["retry-after"] == str(r.json()["retry_after"])
     assert await users(maker) == before + 2
-    other = AsyncClient(
-        transport=ASGITransport(app=app, client=("10.1.2.3", 4000)), base_url="http://test"
-    )
-    async with other:
+    async with elsewhere(app) as other:
         await register(other, "io@example.com")
     assert await users(maker) == before + 3

@@ -1,13 +1,17 @@
-"""Login attempts, counted in Valkey per account and per client address.
+"""Login attempts, counted in Valkey per account, per account and address, and per address.
 
 Each attempt is counted before its password is checked (``INCR``, one atomic step), so
-parallel guesses cannot slip past the limit together. Past ``login_max_failures`` for
-one email, or ``login_max_attempts_per_ip`` from one address, within
-``login_window_seconds`` of the first, the answer is 429 ``too_many_login_attempts``
-with ``Retry-After``, whatever the password: guessing stops, and a refused guess tells
-nothing. A successful login clears its email's count and gives its address's attempt
-back, so one office behind one address can still log in all day. Windows are fixed from
-their first attempt: attempts while refused do not extend them.
+parallel guesses cannot slip past a limit together. Within ``login_window_seconds`` of
+the first attempt, past ``login_max_failures`` for one email from one address, or
+``login_max_failures_per_account`` for one email from anywhere, or
+``login_max_attempts_per_ip`` from one address, the answer is 429
+``too_many_login_attempts`` with ``Retry-After``, whatever the password: guessing stops,
+and a refused guess tells nothing. An attacker guessing from one address thus locks the
+account for that address only: its owner, elsewhere, still logs in; guessing from many
+addresses meets the account-wide limit. A successful login clears its count for the
+address and gives its attempt back to the account-wide and address counts, so one
+office behind one address can still log in all day. Windows are fixed from their first
+attempt: attempts while refused do not extend them.
 
 Registrations are limited the same way per client address
 (``registration_max_per_ip`` within ``registration_window_seconds``), so that one
@@ -71,6 +75,7 @@ async def _count(cache: Cache, limits: list[tuple[str, int]], window_seconds: in
 class LoginThrottle:
     cache: Cache
     max_failures: int
+    max_per_account: int
     max_per_ip: int
     window_seconds: int
 
@@ -78,12 +83,18 @@ class LoginThrottle:
         digest = hashlib.sha256(email.encode()).hexdigest()
         return f"{self.cache.prefix}login:email:{digest}"
 
+    def _pair_key(self, email: str, ip: str | None) -> str:
+        return f"{self._email_key(email)}:ip:{ip or '-'}"
+
     def _ip_key(self, ip: str) -> str:
         return f"{self.cache.prefix}login:ip:{ip}"
 
     async def attempt(self, email: str, ip: str | None) -> None:
         """Count this attempt, or refuse it with TooManyLoginAttempts."""
-        limits = [(self._email_key(email), self.max_failures)]
+        limits = [
+            (self._pair_key(email, ip), self.max_failures),
+            (self._email_key(email), self.max_per_account),
+        ]
         if ip:
             limits.append((self._ip_key(ip), self.max_per_ip))
         retry_after = await _count(self.cache, limits, self.window_seconds)
@@ -96,7 +107,8 @@ class LoginThrottle:
     async def succeeded(self, email: str, ip: str | None) -> None:
         try:
             async with self.cache.client.pipeline(transaction=False) as pipe:
-                pipe.delete(self._email_key(email))
+                pipe.delete(self._pair_key(email, ip))
+                pipe.eval(_GIVE_BACK, 1, self._email_key(email))
                 if ip:
                     pipe.eval(_GIVE_BACK, 1, self._ip_key(ip))
                 await pipe.execute()
@@ -112,6 +124,7 @@ def login_throttle(conn: HTTPConnection) -> LoginThrottle | None:
     return LoginThrottle(
         cache,
         max_failures=settings.login_max_failures,
+        max_per_account=settings.login_max_failures_per_account,
         max_per_ip=settings.login_max_attempts_per_ip,
         window_seconds=settings.login_window_seconds,
     )
