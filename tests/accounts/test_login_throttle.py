@@ -9,6 +9,7 @@ import hashlib
 import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient, Response
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -65,10 +66,16 @@ def elsewhere(app: FastAPI, ip: str = "10.1.2.3") -> AsyncClient:
     return AsyncClient(transport=ASGITransport(app=app, client=(ip, 4000)), base_url="http://test")
 
 
+def refused(action: str) -> float:
+    labels = {"action": action}
+    return REGISTRY.get_sample_value("emporium_auth_attempts_refused_total", labels) or 0.0
+
+
 async def test_after_three_failures_from_an_address_it_is_refused_there_only(
     app: FastAPI, client: AsyncClient, maker: async_sessionmaker[AsyncSession]
 ) -> None:
     await register(client, "ann@example.com")
+    before = refused("login")
     for _ in range(3):
         r = await login(client, "ann@example.com", "wrong password")
         assert (r.status_code, r.json()["error"]) == (401, "invalid_credentials")
@@ -79,6 +86,7 @@ async def test_after_three_failures_from_an_address_it_is_refused_there_only(
     assert 595 <= body["retry_after"] <= 600
     assert r.headers["retry-after"] == str(body["retry_after"])
     assert "set-cookie" not in r.headers
+    assert refused("login") == before + 1
     assert await sessions(app) == 0
     assert await logins(maker) == 0
     # The account's owner, from another address, still logs in.
@@ -180,7 +188,7 @@ async def users(maker: async_sessionmaker[AsyncSession]) -> int:
 async def test_an_address_registers_a_few_accounts_an_hour(
     app: FastAPI, client: AsyncClient, maker: async_sessionmaker[AsyncSession]
 ) -> None:
-    before = await users(maker)
+    before, refusals = await users(maker), refused("register")
     # A body that fails validation never reaches the count.
     bad = await client.post(f"{API}/auth/register", json={"email": "x", "password": PASSWORD})
     assert bad.status_code == 422
@@ -194,6 +202,7 @@ async def test_an_address_registers_a_few_accounts_an_hour(
     assert 3595 <= r.json()["retry_after"] <= 3600
     assert r.headers["retry-after"] == str(r.json()["retry_after"])
     assert await users(maker) == before + 2
+    assert refused("register") == refusals + 1
     async with elsewhere(app) as other:
         await register(other, "io@example.com")
     assert await users(maker) == before + 3

@@ -27,6 +27,7 @@ import hashlib
 from dataclasses import dataclass
 
 import structlog
+from prometheus_client import Counter
 from starlette.requests import HTTPConnection
 from valkey.exceptions import ValkeyError
 
@@ -34,6 +35,11 @@ from emporium.kit.cache import Cache
 from emporium.kit.errors import AppError
 
 log = structlog.get_logger(__name__)
+REFUSED = Counter(
+    "emporium_auth_attempts_refused_total",
+    "Logins and registrations refused for too many attempts",
+    ["action"],
+)
 
 # DECR only a count that still exists: one that expired meanwhile must not come back
 # as -1 without a TTL.
@@ -100,6 +106,7 @@ class LoginThrottle:
         retry_after = await _count(self.cache, limits, self.window_seconds)
         if retry_after is not None:
             log.warning("login_throttle.refused", retry_after=retry_after)
+            REFUSED.labels("login").inc()
             raise TooManyLoginAttempts(
                 "too many failed logins; try again later", retry_after=retry_after
             )
@@ -141,6 +148,7 @@ async def count_registration(conn: HTTPConnection, ip: str | None) -> None:
     retry_after = await _count(cache, limits, settings.registration_window_seconds)
     if retry_after is not None:
         log.warning("registration_limit.refused", retry_after=retry_after)
+        REFUSED.labels("register").inc()
         raise TooManyRegistrations(
             "too many accounts created from this address; try again later",
             retry_after=retry_after,
