@@ -44,8 +44,8 @@ async def register(
 ) -> schemas.UserOut:
     """Create a customer account. It does not log in: call login next.
 
-    Past 20 registrations from one client address within an hour, 429
-    ``too_many_registrations`` with ``Retry-After``.
+    Past the registrations allowed from one client address (20 an hour by default),
+    429 ``too_many_registrations`` with ``Retry-After``.
     """
     await count_registration(request, client_ip.get())
     user = await accounts.register(
@@ -74,9 +74,9 @@ async def login(
     credentials are accepted and inside the request's transaction (so a failing hook
     fails the login and rolls back its writes). Missing or empty means no hooks.
 
-    Too many failed attempts for the email, or attempts from the address, within a
-    window answer 429 ``too_many_login_attempts`` with ``Retry-After`` before the
-    password is checked.
+    Too many failed attempts for the email from this address or from anywhere, or
+    attempts from this address, within a window answer 429 ``too_many_login_attempts``
+    with ``Retry-After`` before the password is checked (accounts/throttle.py).
     """
     throttle = login_throttle(request)
     ip = client_ip.get()
