@@ -9,14 +9,26 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from emporium.accounts import schemas
 from emporium.accounts import service as accounts
-from emporium.accounts.sessions import SESSION_COOKIE, SessionStoreUnavailable, session_store
+from emporium.accounts.sessions import (
+    SESSION_COOKIE,
+    SessionStore,
+    SessionStoreUnavailable,
+    session_store,
+)
 from emporium.accounts.throttle import (
     TooManyLoginAttempts,
     TooManyRegistrations,
     count_registration,
     login_throttle,
 )
-from emporium.auth.dependencies import CurrentUser, bearer_scheme, session_cookie_scheme
+from emporium.audit import service as audit
+from emporium.auth.dependencies import (
+    Bearer,
+    CurrentUser,
+    SessionCookie,
+    bearer_scheme,
+    session_cookie_scheme,
+)
 from emporium.config import Settings
 from emporium.kit.db import SessionDep
 from emporium.kit.errors import Unauthorized
@@ -86,9 +98,7 @@ async def login(
     hooks: list[LoginHook] = getattr(request.app.state, "on_login", None) or []
     for hook in hooks:
         await hook(session, request, user)
-    store = session_store(request)
-    if store is None:
-        raise SessionStoreUnavailable("sessions are unavailable")
+    store = _store(request)
     # Created last: if anything above fails, no token was handed out.
     token = await store.create(user.id)
     if throttle is not None:
@@ -127,6 +137,11 @@ async def logout(
         header = credentials.credentials if credentials is not None else None
         for token in {t for t in (header, cookie) if t}:
             await store.delete(token)
+    return _cleared(request)
+
+
+def _cleared(request: Request) -> Response:
+    """A 204 that removes the session cookie."""
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(
         SESSION_COOKIE,
@@ -136,6 +151,76 @@ async def logout(
         secure=_settings(request).cookie_secure,
     )
     return response
+
+
+def _store(request: Request) -> SessionStore:
+    store = session_store(request)
+    if store is None:
+        raise SessionStoreUnavailable("sessions are unavailable")
+    return store
+
+
+@router.post(
+    "/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={
+        **Unauthorized.responses(),
+        **accounts.IncorrectPassword.responses(),
+        **TooManyLoginAttempts.responses(),
+        **SessionStoreUnavailable.responses(),
+    },
+)
+async def change_password(
+    request: Request,
+    session: SessionDep,
+    user: CurrentUser,
+    body: schemas.PasswordChange,
+    bearer: Bearer,
+    cookie: SessionCookie,
+) -> Response:
+    """Change the caller's password, proving the current one (403
+    ``incorrect_password`` otherwise).
+
+    Every other login session of the account ends; the one making this request stays.
+    API tokens are not affected. Attempts count against the same limits as logins to
+    the account (429 ``too_many_login_attempts``), so a stolen session cannot be used
+    to guess the password.
+    """
+    throttle = login_throttle(request)
+    ip = client_ip.get()
+    if throttle is not None:
+        await throttle.attempt(user.email, ip)
+    await accounts.change_password(
+        session, user_id=user.id, current=body.current_password, new=body.new_password
+    )
+    # Ended before the commit: if Valkey fails, the change rolls back rather than
+    # leaving sessions alive that the new password was meant to end.
+    presented = bearer.credentials if bearer is not None else cookie
+    await _store(request).end_all(user.id, keep=presented)
+    if throttle is not None:
+        await throttle.succeeded(user.email, ip)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/logout-all",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**Unauthorized.responses(), **SessionStoreUnavailable.responses()},
+)
+async def logout_all(request: Request, session: SessionDep, user: CurrentUser) -> Response:
+    """End every login session of the caller's account, this one included, and clear
+    the cookie. API tokens are not revoked."""
+    ended = await _store(request).end_all(user.id)
+    audit.record(
+        session,
+        actor=user,
+        action="user.logged_out_everywhere",
+        entity_type="user",
+        entity_id=user.id,
+        old=None,
+        new={"sessions_ended": ended},
+    )
+    return _cleared(request)
 
 
 @router.get("/me", response_model=schemas.UserOut, responses=Unauthorized.responses())

@@ -43,12 +43,20 @@ class RegisterRequest(Schema):
     name: Name = ""
 
 
+# No minimum here: a short password is simply wrong credentials.
+GivenPassword = Annotated[
+    str, StringConstraints(min_length=1, max_length=PASSWORD_MAX), AfterValidator(reject_nul)
+]
+
+
 class LoginRequest(Schema):
     email: Email
-    # No minimum here: a short password is simply wrong credentials.
-    password: Annotated[
-        str, StringConstraints(min_length=1, max_length=PASSWORD_MAX), AfterValidator(reject_nul)
-    ]
+    password: GivenPassword
+
+
+class PasswordChange(Schema):
+    current_password: GivenPassword
+    new_password: NewPassword
 
 
 class UserOut(Schema):

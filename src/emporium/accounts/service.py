@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emporium.audit import service as audit
-from emporium.kit.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from emporium.kit.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from emporium.models import Role, Seller, User
 
 _hasher = PasswordHasher()
@@ -25,6 +25,10 @@ class EmailTaken(Conflict):
 
 class InvalidCredentials(Unauthorized):
     code = "invalid_credentials"
+
+
+class IncorrectPassword(Forbidden):
+    code = "incorrect_password"
 
 
 class SellerNotFound(NotFound):
@@ -99,6 +103,19 @@ async def create_user(
     return user
 
 
+def _record(session: AsyncSession, user: User, action: str) -> None:
+    """An audit row for something the user did to the account itself."""
+    audit.record(
+        session,
+        actor=user,
+        action=action,
+        entity_type="user",
+        entity_id=user.id,
+        old=None,
+        new=None,
+    )
+
+
 async def register(session: AsyncSession, *, email: str, password: str, name: str) -> User:
     user = await create_user(session, email=email, password=password, role=Role.customer, name=name)
     audit.record(
@@ -121,14 +138,19 @@ async def authenticate(session: AsyncSession, *, email: str, password: str) -> U
         raise InvalidCredentials("email or password is incorrect")
     if _hasher.check_needs_rehash(stored):
         user.password_hash = await hash_password(password)
-    audit.record(
-        session,
-        actor=user,
-        action="user.logged_in",
-        entity_type="user",
-        entity_id=user.id,
-        old=None,
-        new=None,
-    )
+    _record(session, user, "user.logged_in")
+    await session.flush()
+    return user
+
+
+async def change_password(session: AsyncSession, *, user_id: int, current: str, new: str) -> User:
+    """Set a new password once the current one is proven; IncorrectPassword otherwise."""
+    # Locked so that two changes at once cannot both prove the same old password.
+    user = await session.get(User, user_id, with_for_update=True, populate_existing=True)
+    stored = user.password_hash if user is not None and user.password_hash else None
+    if user is None or stored is None or not await asyncio.to_thread(_verify, stored, current):
+        raise IncorrectPassword("the current password is incorrect")
+    user.password_hash = await hash_password(new)
+    _record(session, user, "user.password_changed")
     await session.flush()
     return user

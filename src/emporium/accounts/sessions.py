@@ -1,10 +1,15 @@
 """Login sessions in Valkey: ``session:<sha256 of token>`` → user id, with a TTL.
 
 Only the token's hash is used as the key, so a dump of Valkey does not hand out
-working sessions (the same rule as API tokens in the database).
+working sessions (the same rule as API tokens in the database). Each user's session
+hashes are also listed in the set ``user_sessions:<user id>``, so that a password
+change or "log out everywhere" can end them all.
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import cast
 
 import structlog
 from starlette.requests import HTTPConnection
@@ -34,18 +39,44 @@ class SessionStoreUnavailable(AppError):
     code = "session_store_unavailable"
 
 
+# Ends every session listed for a user but one (ARGV[1], a hash or ""), atomically, so
+# a login at the same moment is either ended or kept listed, never lost from the list.
+_REVOKE = """
+local ended = 0
+for _, digest in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if digest ~= ARGV[1] then
+    ended = ended + redis.call('DEL', ARGV[2] .. digest)
+    redis.call('SREM', KEYS[1], digest)
+  end
+end
+return ended
+"""
+
+
 class SessionStore:
     def __init__(self, cache: Cache, ttl_seconds: int) -> None:
         self.cache = cache
         self.ttl_seconds = ttl_seconds
 
     def key(self, token: str) -> str:
-        return f"{self.cache.prefix}session:{hash_token(token)}"
+        return self._session_key(hash_token(token))
+
+    def _session_key(self, digest: str) -> str:
+        return f"{self.cache.prefix}session:{digest}"
+
+    def _user_key(self, user_id: int | str) -> str:
+        return f"{self.cache.prefix}user_sessions:{user_id}"
 
     async def create(self, user_id: int) -> str:
         token = SESSION_PREFIX + new_token()
+        digest = hash_token(token)
         try:
-            await self.cache.client.set(self.key(token), str(user_id), ex=self.ttl_seconds)
+            async with self.cache.client.pipeline(transaction=True) as pipe:
+                pipe.set(self._session_key(digest), str(user_id), ex=self.ttl_seconds)
+                pipe.sadd(self._user_key(user_id), digest)
+                # The newest session outlives the others, so the list lives as long as it.
+                pipe.expire(self._user_key(user_id), self.ttl_seconds)
+                await pipe.execute()
         except (ValkeyError, OSError) as exc:
             log.warning("session.create_failed", error=str(exc))
             raise SessionStoreUnavailable("sessions are unavailable, try again shortly") from exc
@@ -68,11 +99,34 @@ class SessionStore:
     async def delete(self, token: str) -> None:
         if not token or len(token) > MAX_TOKEN_LENGTH:
             return
+        digest = hash_token(token)
         try:
-            await self.cache.client.delete(self.key(token))
+            owner = await self.cache.client.getdel(self._session_key(digest))
+            if owner is not None:
+                user_id = owner.decode() if isinstance(owner, bytes) else str(owner)
+                await cast(Awaitable[int], self.cache.client.srem(self._user_key(user_id), digest))
         except (ValkeyError, OSError) as exc:
             log.warning("session.delete_failed", error=str(exc))
             raise SessionStoreUnavailable("sessions are unavailable, try again shortly") from exc
+
+    async def end_all(self, user_id: int, *, keep: str | None = None) -> int:
+        """End every session of ``user_id`` except ``keep`` (a token); how many ended.
+
+        Sessions created before sessions were listed per user are not found; they end
+        with their TTL.
+        """
+        spared = hash_token(keep) if keep and is_session_token(keep) else ""
+        try:
+            ended = await cast(
+                Awaitable[int],
+                self.cache.client.eval(
+                    _REVOKE, 1, self._user_key(user_id), spared, self._session_key("")
+                ),
+            )
+        except (ValkeyError, OSError) as exc:
+            log.warning("session.end_all_failed", error=str(exc))
+            raise SessionStoreUnavailable("sessions are unavailable, try again shortly") from exc
+        return int(ended)
 
 
 def session_store(conn: HTTPConnection) -> SessionStore | None:
