@@ -20,6 +20,10 @@ PASSWORD = "operator-chosen-pw"
 
 
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_users(settings, "create", *args)
+
+
+def run_users(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "EMPORIUM_DATABASE_URL": str(settings.database_url),
@@ -28,7 +32,7 @@ def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         "COLUMNS": "200",
     }
     return subprocess.run(
-        [sys.executable, "-m", "emporium", "users", "create", *args],
+        [sys.executable, "-m", "emporium", "users", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -158,3 +162,59 @@ async def test_create_rejections_exit_2_and_change_nothing(
     assert await _users(maker) == before
     async with maker() as s:
         assert await s.scalar(select(func.count()).select_from(AuditLog)) == 1
+
+
+async def test_set_password_replaces_it_and_ends_the_accounts_sessions(
+    app: FastAPI, client: AsyncClient, settings: Settings, maker: async_sessionmaker[AsyncSession]
+) -> None:
+    creds = {"email": "ann@example.com", "password": PASSWORD}
+    assert (await client.post(f"{API}/auth/register", json=creds)).status_code == 201
+    tokens = []
+    for _ in range(2):
+        r = await client.post(f"{API}/auth/login", json=creds)
+        tokens.append(r.json()["token"])
+    client.cookies.clear()
+
+    r = run_users(settings, "set-password", "Ann@Example.com", "--password", "a new secret")
+    assert (r.returncode, r.stdout, r.stderr) == (
+        0,
+        "Password set; 2 login session(s) ended.\n",
+        "",
+    )
+    for token in tokens:
+        me = await client.get(f"{API}/auth/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 401
+    old = await client.post(f"{API}/auth/login", json=creds)
+    assert (old.status_code, old.json()["error"]) == (401, "invalid_credentials")
+    new = await client.post(f"{API}/auth/login", json={**creds, "password": "a new secret"})
+    assert new.status_code == 200
+    async with maker() as s:
+        row = await s.scalar(select(AuditLog).where(AuditLog.action == "user.password_reset"))
+        assert row is not None
+        assert (row.entity_id, row.actor_user_id) == (str(new.json()["user"]["id"]), None)
+
+
+async def test_set_password_refusals_exit_2_and_change_nothing(
+    app: FastAPI, client: AsyncClient, settings: Settings, maker: async_sessionmaker[AsyncSession]
+) -> None:
+    creds = {"email": "ann@example.com", "password": PASSWORD}
+    assert (await client.post(f"{API}/auth/register", json=creds)).status_code == 201
+    async with maker() as s:
+        before = await s.scalar(select(User.password_hash))
+        audit_rows = await s.scalar(select(func.count()).select_from(AuditLog))
+    cases = [
+        (("nobody@example.com", "--password", "a new secret"), "Error: no account with this email"),
+        (
+            ("ann@example.com", "--password", "short"),
+            "Error: password: String should have at least 8",
+        ),
+        (("not-an-email", "--password", "a new secret"), "Error: email: Value error, must be a"),
+    ]
+    for args, message in cases:
+        r = run_users(settings, "set-password", *args)
+        assert (r.returncode, r.stdout) == (2, ""), r.stderr
+        assert message in r.stderr
+    async with maker() as s:
+        assert await s.scalar(select(User.password_hash)) == before
+        assert await s.scalar(select(func.count()).select_from(AuditLog)) == audit_rows
+    assert (await client.post(f"{API}/auth/login", json=creds)).status_code == 200

@@ -31,6 +31,10 @@ class IncorrectPassword(Forbidden):
     code = "incorrect_password"
 
 
+class UserNotFound(NotFound):
+    code = "user_not_found"
+
+
 class SellerNotFound(NotFound):
     code = "seller_not_found"
 
@@ -152,5 +156,25 @@ async def change_password(session: AsyncSession, *, user_id: int, current: str, 
         raise IncorrectPassword("the current password is incorrect")
     user.password_hash = await hash_password(new)
     _record(session, user, "user.password_changed")
+    await session.flush()
+    return user
+
+
+async def reset_password(session: AsyncSession, *, email: str, new: str) -> User:
+    """Set a new password without the old one: for an operator; ``email`` normalised."""
+    user = await session.scalar(select(User).where(User.email == email).with_for_update())
+    if user is None:
+        raise UserNotFound("no account with this email")
+    user.password_hash = await hash_password(new)
+    # No actor: the operator at the shell is not a user.
+    audit.record(
+        session,
+        actor=None,
+        action="user.password_reset",
+        entity_type="user",
+        entity_id=user.id,
+        old=None,
+        new=None,
+    )
     await session.flush()
     return user
