@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -219,3 +220,23 @@ async def test_logout_takes_the_session_off_the_accounts_list(
     assert await listed(app, ann) == {hash_token(two).encode()}
     ttl = await app.state.cache.client.ttl(f"{app.state.cache.prefix}user_sessions:{ann}")
     assert 86390 <= ttl <= 86400
+
+
+async def test_two_changes_at_once_with_the_same_password_one_wins(
+    client: AsyncClient, maker: async_sessionmaker[AsyncSession]
+) -> None:
+    await register(client, "ann@example.com")
+    one, two = await login(client, "ann@example.com"), await login(client, "ann@example.com")
+    first, second = await asyncio.gather(
+        change(client, one, PASSWORD, new="first new password"),
+        change(client, two, PASSWORD, new="second new password"),
+    )
+    assert sorted([first.status_code, second.status_code]) == [204, 403]
+    winner = "first new password" if first.status_code == 204 else "second new password"
+    r = await client.post(
+        f"{API}/auth/login", json={"email": "ann@example.com", "password": winner}
+    )
+    assert r.status_code == 200
+    # The loser's session was ended by the winner's change.
+    loser = two if first.status_code == 204 else one
+    assert await me(client, loser) == 401
