@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from emporium.checkout.schemas import CheckoutRequest
 from emporium.models import AuditLog, Order, OutboxEvent
 from tests.checkout.helpers import (
+    ADDRESS,
     DECLINED,
     body,
     cart_state,
@@ -146,6 +147,28 @@ async def test_checkout_rejections(
     r = await client.post(f"{API}/checkout", json=body(), headers=key("k-5"))
     assert r.status_code == 201
     assert await count(maker, Order) == 1
+
+
+async def test_the_country_must_be_an_iso_code(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    sony, customer = catalog["product"]["sony"], catalog["user"]["customer"]
+    await fill_cart(maker, customer, {sony: 1})
+    for i, country in enumerate(["ZZ", "GBR", "", "1A"]):
+        bad = {**body(), "shipping_address": {**ADDRESS, "country": country}}
+        r = await client.post(f"{API}/checkout", json=bad, headers=key(f"c-{i}"))
+        assert (r.status_code, r.json()["error"]) == (422, "invalid_input")
+        assert r.json()["detail"][0]["field"] == "shipping_address.country"
+    assert (await count(maker, Order), charges(app)) == (0, 0)
+    assert await cart_state(maker, customer) == {"lines": {sony: 1}, "reserved": {sony: 1}}
+    # Lower case is understood, and stored as the code.
+    lower = {**body(), "shipping_address": {**ADDRESS, "country": " gb "}}
+    r = await client.post(f"{API}/checkout", json=lower, headers=key("c-9"))
+    assert r.status_code == 201, r.text
+    assert r.json()["shipping_address"]["country"] == "GB"
 
 
 async def test_parallel_requests_with_one_key_make_one_order_and_one_charge(

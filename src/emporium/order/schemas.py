@@ -4,9 +4,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import Field, StrictBool, StrictInt, StringConstraints
+import pycountry
+from pydantic import AfterValidator, Field, StrictBool, StrictInt, StringConstraints
 
 from emporium.kit.schemas import CleanStr, Schema
+
+
+def iso_country(value: str) -> str:
+    """An ISO 3166-1 alpha-2 code, upper-cased: carriers and tax rules key on it."""
+    code = value.strip().upper()
+    if len(code) != 2 or pycountry.countries.get(alpha_2=code) is None:
+        raise ValueError("must be an ISO 3166-1 alpha-2 country code, such as US or GB")
+    return code
+
 
 Line = Annotated[CleanStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
@@ -19,7 +29,11 @@ class ShippingAddress(Schema):
     postal_code: Annotated[
         CleanStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)
     ]
-    country: Annotated[CleanStr, StringConstraints(pattern=r"^[A-Z]{2}$")]
+    country: Annotated[
+        CleanStr,
+        StringConstraints(max_length=10),
+        AfterValidator(iso_country),
+    ]
 
 
 class OrderItem(Schema):
