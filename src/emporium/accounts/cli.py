@@ -62,7 +62,6 @@ async def _create(
     settings: Settings, email: str, password: str, role: Role, name: str, seller_id: int | None
 ) -> int:
     from emporium.accounts import service
-    from emporium.audit import service as audit
     from emporium.kit.db import UnitOfWork, open_database
 
     engine, maker = await open_database(settings)
@@ -71,16 +70,8 @@ async def _create(
             user = await service.create_user(
                 session, email=email, password=password, role=role, name=name, seller_id=seller_id
             )
-            # No actor: the operator at the shell is not a user.
-            audit.record(
-                session,
-                actor=None,
-                action="user.created",
-                entity_type="user",
-                entity_id=user.id,
-                old=None,
-                new={"email": user.email, "role": user.role, "seller_id": user.seller_id},
-            )
+            created = {"email": user.email, "role": user.role, "seller_id": user.seller_id}
+            service.record(session, user, "user.created", by_operator=True, new=created)
             return user.id
     finally:
         await engine.dispose()

@@ -21,7 +21,6 @@ from emporium.accounts.throttle import (
     count_registration,
     login_throttle,
 )
-from emporium.audit import service as audit
 from emporium.auth.dependencies import (
     Bearer,
     CurrentUser,
@@ -211,15 +210,7 @@ async def logout_all(request: Request, session: SessionDep, user: CurrentUser) -
     """End every login session of the caller's account, this one included, and clear
     the cookie. API tokens are not revoked."""
     ended = await _store(request).end_all(user.id)
-    audit.record(
-        session,
-        actor=user,
-        action="user.logged_out_everywhere",
-        entity_type="user",
-        entity_id=user.id,
-        old=None,
-        new={"sessions_ended": ended},
-    )
+    accounts.record(session, user, "user.logged_out_everywhere", new={"sessions_ended": ended})
     return _cleared(request)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from functools import cache
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -107,30 +108,30 @@ async def create_user(
     return user
 
 
-def _record(session: AsyncSession, user: User, action: str) -> None:
-    """An audit row for something the user did to the account itself."""
+def record(
+    session: AsyncSession,
+    user: User,
+    action: str,
+    *,
+    by_operator: bool = False,
+    new: dict[str, Any] | None = None,
+) -> None:
+    """An audit row for something done to the account: by the user, or by an operator
+    at the shell (no actor: the operator is not a user)."""
     audit.record(
         session,
-        actor=user,
+        actor=None if by_operator else user,
         action=action,
         entity_type="user",
         entity_id=user.id,
         old=None,
-        new=None,
+        new=new,
     )
 
 
 async def register(session: AsyncSession, *, email: str, password: str, name: str) -> User:
     user = await create_user(session, email=email, password=password, role=Role.customer, name=name)
-    audit.record(
-        session,
-        actor=user,
-        action="user.registered",
-        entity_type="user",
-        entity_id=user.id,
-        old=None,
-        new={"email": user.email, "role": user.role},
-    )
+    record(session, user, "user.registered", new={"email": user.email, "role": user.role})
     return user
 
 
@@ -142,7 +143,7 @@ async def authenticate(session: AsyncSession, *, email: str, password: str) -> U
         raise InvalidCredentials("email or password is incorrect")
     if _hasher.check_needs_rehash(stored):
         user.password_hash = await hash_password(password)
-    _record(session, user, "user.logged_in")
+    record(session, user, "user.logged_in")
     await session.flush()
     return user
 
@@ -155,7 +156,7 @@ async def change_password(session: AsyncSession, *, user_id: int, current: str, 
     if user is None or stored is None or not await asyncio.to_thread(_verify, stored, current):
         raise IncorrectPassword("the current password is incorrect")
     user.password_hash = await hash_password(new)
-    _record(session, user, "user.password_changed")
+    record(session, user, "user.password_changed")
     await session.flush()
     return user
 
@@ -166,15 +167,6 @@ async def reset_password(session: AsyncSession, *, email: str, new: str) -> User
     if user is None:
         raise UserNotFound("no account with this email")
     user.password_hash = await hash_password(new)
-    # No actor: the operator at the shell is not a user.
-    audit.record(
-        session,
-        actor=None,
-        action="user.password_reset",
-        entity_type="user",
-        entity_id=user.id,
-        old=None,
-        new=None,
-    )
+    record(session, user, "user.password_reset", by_operator=True)
     await session.flush()
     return user
