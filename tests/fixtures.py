@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.auth.service import hash_token
+from emporium.kit.cache import Cache
 from emporium.models import Category, Product, Role, Seller, Stock, User, Warehouse
 
 TOKENS = {
@@ -207,3 +211,16 @@ async def build_catalog(maker: async_sessionmaker[AsyncSession]) -> dict[str, An
 
 def auth(who: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[who]}"}
+
+
+@asynccontextmanager
+async def valkey_unreachable(app: FastAPI) -> AsyncIterator[None]:
+    """The app talks to a Valkey that cannot be reached (nothing listens on the discard
+    port) inside the block, and to its own again after."""
+    live = app.state.cache
+    app.state.cache = Cache("redis://127.0.0.1:9/0")
+    try:
+        yield
+    finally:
+        await app.state.cache.close()
+        app.state.cache = live

@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.config import Settings
-from emporium.kit.cache import Cache
 from emporium.models import AuditLog, User
+from tests.fixtures import valkey_unreachable
 
 API = "/api/v1"
 PASSWORD = "correct horse battery"
@@ -166,14 +166,8 @@ async def test_without_valkey_a_login_is_503_not_an_error_of_the_throttle(
     app: FastAPI, client: AsyncClient, maker: async_sessionmaker[AsyncSession]
 ) -> None:
     await register(client, "fi@example.com")
-    live = app.state.cache
-    # A Valkey that cannot be reached: nothing listens on the discard port.
-    app.state.cache = Cache("redis://127.0.0.1:9/0")
-    try:
+    async with valkey_unreachable(app):
         r = await login(client, "fi@example.com", PASSWORD)
-    finally:
-        await app.state.cache.close()
-        app.state.cache = live
     # The throttle lets the attempt through; the session store then refuses it.
     assert (r.status_code, r.json()["error"]) == (503, "session_store_unavailable")
     assert await sessions(app) == 0

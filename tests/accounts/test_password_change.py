@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.auth.service import hash_token
 from emporium.config import Settings
-from emporium.kit.cache import Cache
 from emporium.models import AuditLog, User
+from tests.fixtures import valkey_unreachable
 
 API = "/api/v1"
 PASSWORD = "correct horse battery"
@@ -158,14 +158,8 @@ async def test_without_valkey_the_change_is_refused_and_rolled_back(
     await give_api_token(maker, ann, "ann-api")
     browser = await login(client, "ann@example.com")
     stored, trail = await password_hash(maker, ann), await actions(maker, ann)
-    live = app.state.cache
-    # Nothing listens on the discard port: sessions cannot be ended.
-    app.state.cache = Cache("redis://127.0.0.1:9/0")
-    try:
+    async with valkey_unreachable(app):  # sessions cannot be ended
         r = await change(client, "ann-api", PASSWORD)
-    finally:
-        await app.state.cache.close()
-        app.state.cache = live
     assert (r.status_code, r.json()["error"]) == (503, "session_store_unavailable")
     assert await password_hash(maker, ann) == stored
     assert await actions(maker, ann) == trail
