@@ -167,8 +167,11 @@ def worker(
 
         import valkey.asyncio as valkey_async
 
+        from emporium.accounts.sessions import SessionStore
+        from emporium.accounts.tasks import SessionLister
         from emporium.cart.tasks import ReservationReaper
         from emporium.checkout.tasks import IdempotencyKeyPurger
+        from emporium.kit.cache import Cache
         from emporium.kit.db import open_database
         from emporium.kit.embedded import start_embedded_valkey
         from emporium.kit.outbox import OutboxPurger
@@ -185,6 +188,8 @@ def worker(
             valkey_url = embedded.url
         store = valkey_async.Valkey.from_url(valkey_url)
         gateway = build_gateway(settings, store)
+        cache = Cache(valkey_url)
+        lister = SessionLister(SessionStore(cache, settings.session_ttl_seconds))
         reaper = ReservationReaper(maker, interval_seconds=interval)
         purger = IdempotencyKeyPurger(maker, interval_seconds=interval * 6)
         outbox_purger = OutboxPurger(
@@ -206,6 +211,7 @@ def worker(
         reconciler.start()
         purger.start()
         outbox_purger.start()
+        lister.start()
         console.print(
             "Worker running: reservation reaper, payment reconciler, idempotency-key purger"
             " and outbox purger (Ctrl+C stops)."
@@ -217,8 +223,10 @@ def worker(
             await reconciler.stop()
             await purger.stop()
             await outbox_purger.stop()
+            await lister.stop()
             await gateway.aclose()
             await store.aclose()
+            await cache.close()
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
             await engine.dispose()

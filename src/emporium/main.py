@@ -18,6 +18,8 @@ from starlette.routing import Route
 
 from emporium import __version__
 from emporium.accounts.endpoints import router as accounts_router
+from emporium.accounts.sessions import SessionStore
+from emporium.accounts.tasks import SessionLister
 from emporium.auth.service import UserCache
 from emporium.cart.endpoints import direct_router as cart_direct_router
 from emporium.cart.endpoints import install as install_cart
@@ -197,6 +199,7 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
         cache=cache,
     )
     app.state.reaper = ReservationReaper(maker, cache=cache)
+    app.state.session_lister = SessionLister(SessionStore(cache, settings.session_ttl_seconds))
     app.state.purger = IdempotencyKeyPurger(maker)
     app.state.outbox_purger = OutboxPurger(
         maker, retention=timedelta(hours=settings.outbox_retention_hours)
@@ -205,6 +208,7 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
     async def run_background_jobs() -> None:
         app.state.reconciler.start()
         app.state.reaper.start()
+        app.state.session_lister.start()
         app.state.purger.start()
         app.state.outbox_purger.start()
         if not await asyncio.to_thread(index.exists):
@@ -247,6 +251,7 @@ async def shutdown(app: FastAPI) -> None:
 
     await step("leadership", state.leadership.stop)
     await step("reaper", state.reaper.stop)
+    await step("session_lister", state.session_lister.stop)
     await step("purger", state.purger.stop)
     await step("outbox_purger", state.outbox_purger.stop)
     await step("reconciler", state.reconciler.stop)

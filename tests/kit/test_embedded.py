@@ -188,12 +188,19 @@ async def test_app_runs_on_embedded_servers_by_default(tmp_path: Path) -> None:
             ready = await client.get("/api/health/ready")
             detailed = (await client.get("/api/health/detailed")).json()
             categories = (await client.get("/api/v1/categories")).json()
+            lister = app.state.session_lister
+            for _ in range(500):  # the one-off listing of older login sessions
+                if lister.finished:
+                    break
+                await asyncio.sleep(0.01)
+            sessions_listed = lister.finished and not lister.running
     finally:
         start_embedded_postgres(settings.pg_dir).cleanup()
     assert ready.status_code == 200, ready.text
     assert detailed["embedded"] == {"postgres": True, "valkey": True}
     assert detailed["checks"]["outbox"]["running"] is True
     assert categories == []
+    assert sessions_listed is True
     assert (tmp_path / "data" / "pg" / "PG_VERSION").exists()
 
 

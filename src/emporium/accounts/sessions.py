@@ -3,7 +3,8 @@
 Only the token's hash is used as the key, so a dump of Valkey does not hand out
 working sessions (the same rule as API tokens in the database). Each user's session
 hashes are also listed in the set ``user_sessions:<user id>``, so that a password
-change or "log out everywhere" can end them all.
+change or "log out everywhere" can end them all. Sessions from before those lists
+existed are listed once by ``SessionStore.list_unlisted`` (``accounts.tasks``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,24 @@ for _, digest in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 return ended
 """
+
+
+# Lists each session key in KEYS under its owner (ARGV[1] is the lists' key prefix,
+# ARGV[2] the sessions'); a list lives as long as the longest session on it.
+_LIST = """
+local listed = 0
+for _, key in ipairs(KEYS) do
+  local owner = redis.call('GET', key)
+  local left = redis.call('PTTL', key)
+  if owner and left > 0 then
+    local list = ARGV[1] .. owner
+    listed = listed + redis.call('SADD', list, string.sub(key, #ARGV[2] + 1))
+    if redis.call('PTTL', list) < left then redis.call('PEXPIRE', list, left) end
+  end
+end
+return listed
+"""
+LIST_BATCH = 500
 
 
 class SessionStore:
@@ -112,8 +131,7 @@ class SessionStore:
     async def end_all(self, user_id: int, *, keep: str | None = None) -> int:
         """End every session of ``user_id`` except ``keep`` (a token); how many ended.
 
-        Sessions created before sessions were listed per user are not found; they end
-        with their TTL.
+        Sessions from before the per-user lists are found once ``list_unlisted`` has run.
         """
         spared = hash_token(keep) if keep and is_session_token(keep) else ""
         try:
@@ -127,6 +145,36 @@ class SessionStore:
             log.warning("session.end_all_failed", error=str(exc))
             raise SessionStoreUnavailable("sessions are unavailable, try again shortly") from exc
         return int(ended)
+
+    @property
+    def _listed_marker(self) -> str:
+        return f"{self.cache.prefix}sessions_listed"
+
+    async def list_unlisted(self) -> int | None:
+        """List every session under its user, once per Valkey database: how many were
+        missing from their lists, or None when a previous run finished the work.
+
+        Sessions created before the lists existed could not be ended by a password
+        change; this finds them by scanning the session keys. Safe to run in several
+        processes at once (adding to a set twice changes nothing)."""
+        client = self.cache.client
+        if await client.exists(self._listed_marker):
+            return None
+        sessions, lists = self._session_key(""), self._user_key("")
+        listed, batch = 0, []
+        async for key in client.scan_iter(match=sessions + "*", count=LIST_BATCH):
+            batch.append(key.decode() if isinstance(key, bytes) else str(key))
+            if len(batch) == LIST_BATCH:
+                listed += await self._list(batch, lists, sessions)
+                batch = []
+        if batch:
+            listed += await self._list(batch, lists, sessions)
+        await client.set(self._listed_marker, "1")
+        return listed
+
+    async def _list(self, keys: list[str], lists: str, sessions: str) -> int:
+        call = self.cache.client.eval(_LIST, len(keys), *keys, lists, sessions)
+        return int(await cast(Awaitable[int], call))
 
 
 def session_store(conn: HTTPConnection) -> SessionStore | None:

@@ -1,4 +1,5 @@
-"""A background job that runs ``run_once`` every ``interval`` seconds until stopped."""
+"""A background job that runs ``run_once`` every ``interval`` seconds until stopped, or
+until a one-off job sets ``finished``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class PeriodicJob:
         self.interval = interval_seconds
         self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
+        self.finished = False
 
     async def run_once(self) -> Any:
         raise NotImplementedError
@@ -32,6 +34,8 @@ class PeriodicJob:
             except Exception as exc:  # keep the job alive; the next round retries
                 self.last_error = repr(exc)
                 log.exception("job.failed", job=self.name)
+            if self.finished:
+                return
             await asyncio.sleep(self.interval)
 
     def start(self) -> None:
