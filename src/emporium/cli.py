@@ -165,8 +165,6 @@ def worker(
         import signal
         from datetime import timedelta
 
-        import valkey.asyncio as valkey_async
-
         from emporium.accounts.sessions import SessionStore
         from emporium.accounts.tasks import SessionLister
         from emporium.cart.tasks import ReservationReaper
@@ -186,9 +184,8 @@ def worker(
         if not valkey_url:
             embedded = await asyncio.to_thread(start_embedded_valkey, settings.valkey_dir)
             valkey_url = embedded.url
-        store = valkey_async.Valkey.from_url(valkey_url)
-        gateway = build_gateway(settings, store)
         cache = Cache(valkey_url)
+        gateway = build_gateway(settings, cache.client)
         lister = SessionLister(SessionStore(cache, settings.session_ttl_seconds))
         reaper = ReservationReaper(maker, interval_seconds=interval)
         purger = IdempotencyKeyPurger(maker, interval_seconds=interval * 6)
@@ -225,7 +222,6 @@ def worker(
             await outbox_purger.stop()
             await lister.stop()
             await gateway.aclose()
-            await store.aclose()
             await cache.close()
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)

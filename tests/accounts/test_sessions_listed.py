@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 
 from fastapi import FastAPI
 from httpx import AsyncClient
@@ -10,6 +14,7 @@ from httpx import AsyncClient
 from emporium.accounts.sessions import SessionStore
 from emporium.accounts.tasks import SessionLister
 from emporium.auth.service import hash_token, new_token
+from emporium.config import Settings
 from emporium.kit.cache import Cache
 from tests.accounts.test_password_change import PASSWORD, change, listed, login, me, register
 
@@ -116,3 +121,35 @@ async def test_the_job_stops_once_it_has_listed(app: FastAPI) -> None:
     assert lister.last_error is None
     await lister.stop()
     assert await app.state.cache.client.get(f"{app.state.cache.prefix}sessions_listed") == b"1"
+
+
+async def test_the_worker_command_lists_old_sessions(
+    app: FastAPI, client: AsyncClient, settings: Settings
+) -> None:
+    ann = await register(client, "ann@example.com")
+    old = await unlisted_session(app, ann)
+    env = {
+        **os.environ,
+        "EMPORIUM_DATABASE_URL": str(settings.database_url),
+        "EMPORIUM_VALKEY_URL": str(settings.valkey_url),
+        "EMPORIUM_DATA_DIR": str(settings.data_dir),
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "emporium", "worker", "--interval", "0.5"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    marker = f"{app.state.cache.prefix}sessions_listed"
+    try:
+        for _ in range(600):
+            if await app.state.cache.client.exists(marker) or worker.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        worker.send_signal(signal.SIGINT)
+        output, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 0, output
+    assert "Worker running" in output
+    assert await listed(app, ann) == {hash_token(old).encode()}
