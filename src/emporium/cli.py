@@ -171,7 +171,7 @@ def worker(
         from emporium.checkout.tasks import IdempotencyKeyPurger
         from emporium.kit.cache import Cache
         from emporium.kit.db import open_database
-        from emporium.kit.embedded import start_embedded_valkey
+        from emporium.kit.embedded import valkey_url_or_embedded
         from emporium.kit.outbox import OutboxPurger
         from emporium.order.tasks import PaymentReconciler
         from emporium.payment.factory import build_gateway
@@ -179,11 +179,9 @@ def worker(
         engine, maker = await open_database(settings)
         # The reconciler asks the gateway about charges; the built-in one keeps them in
         # Valkey, the server's (joined when embedded).
-        embedded = None
-        valkey_url = settings.valkey_url
-        if not valkey_url:
-            embedded = await asyncio.to_thread(start_embedded_valkey, settings.valkey_dir)
-            valkey_url = embedded.url
+        valkey_url, embedded = await valkey_url_or_embedded(
+            settings.valkey_url, settings.valkey_dir
+        )
         cache = Cache(valkey_url)
         gateway = build_gateway(settings, cache.client)
         lister = SessionLister(SessionStore(cache, settings.session_ttl_seconds))

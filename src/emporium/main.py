@@ -42,7 +42,7 @@ from emporium.kit.db import (
     ensure_database,
     resolve_database_url,
 )
-from emporium.kit.embedded import EmbeddedValkey, start_embedded_valkey
+from emporium.kit.embedded import valkey_url_or_embedded
 from emporium.kit.errors import install_error_handlers
 from emporium.kit.leader import Leadership
 from emporium.kit.logging import CorrelationIdMiddleware, configure_logging
@@ -150,11 +150,9 @@ async def startup(app: FastAPI, settings: Settings, *, background: bool) -> None
     app.state.checkout_pool = checkout_pool
     signal.bind(pool)
 
-    embedded_valkey: EmbeddedValkey | None = None
-    valkey_url = settings.valkey_url
-    if not valkey_url:
-        embedded_valkey = await asyncio.to_thread(start_embedded_valkey, settings.valkey_dir)
-        valkey_url = embedded_valkey.url
+    valkey_url, embedded_valkey = await valkey_url_or_embedded(
+        settings.valkey_url, settings.valkey_dir
+    )
     cache = Cache(valkey_url)
 
     index = SearchIndex(settings.index_dir)

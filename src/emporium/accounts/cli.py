@@ -99,13 +99,9 @@ async def _reset(settings: Settings, email: str, password: str) -> int:
     from emporium.accounts.sessions import SessionStore
     from emporium.kit.cache import Cache
     from emporium.kit.db import UnitOfWork, open_database
-    from emporium.kit.embedded import start_embedded_valkey
+    from emporium.kit.embedded import valkey_url_or_embedded
 
-    embedded = None
-    url = settings.valkey_url
-    if not url:
-        embedded = await asyncio.to_thread(start_embedded_valkey, settings.valkey_dir)
-        url = embedded.url
+    url, embedded = await valkey_url_or_embedded(settings.valkey_url, settings.valkey_dir)
     cache = Cache(url)
     engine, maker = await open_database(settings)
     try:

@@ -9,6 +9,7 @@ it stops.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import json
@@ -190,6 +191,17 @@ class EmbeddedValkey:
                 log.info("valkey.embedded_stopped", pid=running[1])
             with contextlib.suppress(FileNotFoundError):
                 (self.valkey_dir / "endpoint").unlink()
+
+
+async def valkey_url_or_embedded(
+    url: str | None, valkey_dir: Path
+) -> tuple[str, EmbeddedValkey | None]:
+    """``url`` when one is configured; otherwise the embedded Valkey's, started or joined
+    (the caller stops the handle it gets back)."""
+    if url:
+        return url, None
+    embedded = await asyncio.to_thread(start_embedded_valkey, valkey_dir)
+    return embedded.url, embedded
 
 
 def start_embedded_valkey(valkey_dir: Path) -> EmbeddedValkey:
