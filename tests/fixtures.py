@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.auth.service import hash_token
+from emporium.config import Settings
 from emporium.kit.cache import Cache
 from emporium.models import Category, Product, Role, Seller, Stock, User, Warehouse
 
@@ -224,3 +226,14 @@ async def valkey_unreachable(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await app.state.cache.close()
         app.state.cache = live
+
+
+def command_env(settings: Settings) -> dict[str, str]:
+    """The environment for running an ``emporium`` command as a separate process on the
+    test's database, Valkey and data directory."""
+    return {
+        **os.environ,
+        "EMPORIUM_DATABASE_URL": str(settings.database_url),
+        "EMPORIUM_VALKEY_URL": str(settings.valkey_url),
+        "EMPORIUM_DATA_DIR": str(settings.data_dir),
+    }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from emporium.auth.service import hash_token, new_token
 from emporium.config import Settings
 from emporium.kit.cache import Cache
 from tests.accounts.test_password_change import PASSWORD, change, listed, login, me, register
+from tests.fixtures import command_env
 
 HOUR_MS = 3_600_000
 
@@ -128,15 +128,9 @@ async def test_the_worker_command_lists_old_sessions(
 ) -> None:
     ann = await register(client, "ann@example.com")
     old = await unlisted_session(app, ann)
-    env = {
-        **os.environ,
-        "EMPORIUM_DATABASE_URL": str(settings.database_url),
-        "EMPORIUM_VALKEY_URL": str(settings.valkey_url),
-        "EMPORIUM_DATA_DIR": str(settings.data_dir),
-    }
     worker = subprocess.Popen(
         [sys.executable, "-m", "emporium", "worker", "--interval", "0.5"],
-        env=env,
+        env=command_env(settings),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

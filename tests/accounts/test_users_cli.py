@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from typing import Any
@@ -14,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.config import Settings
 from emporium.models import AuditLog, User
+from tests.fixtures import command_env
 
 API = "/api/v1"
 PASSWORD = "operator-chosen-pw"
@@ -24,13 +24,7 @@ def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def run_users(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "EMPORIUM_DATABASE_URL": str(settings.database_url),
-        "EMPORIUM_VALKEY_URL": str(settings.valkey_url),
-        "EMPORIUM_DATA_DIR": str(settings.data_dir),
-        "COLUMNS": "200",
-    }
+    env = {**command_env(settings), "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "emporium", "users", *args],
         env=env,
