@@ -163,18 +163,40 @@ def _order_items_indexes(dsn: str) -> list[str]:
     return [r["indexdef"] for r in rows]
 
 
+REFUNDS_OWED_0018 = [
+    "CREATE INDEX ix_payments_refund_pending ON public.payments USING btree (updated_at)"
+    " WHERE ((status)::text = 'refund_pending'::text)"
+]
+
+
+def _refunds_owed_index(dsn: str) -> list[str]:
+    rows = asyncio.run(
+        _query(
+            dsn,
+            "SELECT indexdef FROM pg_indexes"
+            " WHERE indexname = 'ix_payments_refund_pending' ORDER BY 1",
+        )
+    )
+    return [r["indexdef"] for r in rows]
+
+
 def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     url = to_asyncpg_url(scratch)
     cfg = alembic_config(url)
     upgrade(url)
     version, tables, delete = _state(scratch)
-    assert version == "0017"
+    assert version == "0018"
+    assert _refunds_owed_index(scratch) == REFUNDS_OWED_0018
     assert _order_items_indexes(scratch) == ORDER_ITEMS_INDEXES_0016
     assert _functions(scratch, "checkout_place_many") == 1
     assert _answer_storage(scratch) == ("json", True)
     assert len(tables) == 19
     assert "simulated_payments" not in tables
     assert _orders_index_and_fillfactor(scratch) == (ORDERS_INDEXES_0011, ["fillfactor=70"])
+
+    command.downgrade(cfg, "0017")
+    assert _state(scratch) == ("0017", tables, delete)
+    assert _refunds_owed_index(scratch) == []
 
     command.downgrade(cfg, "0016")
     assert _state(scratch) == ("0016", tables, delete)
@@ -230,7 +252,8 @@ def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     assert _state(scratch) == (None, ["alembic_version"], None)
 
     upgrade(url)
-    assert _state(scratch) == ("0017", tables, delete)
+    assert _state(scratch) == ("0018", tables, delete)
+    assert _refunds_owed_index(scratch) == REFUNDS_OWED_0018
     assert _order_items_indexes(scratch) == ORDER_ITEMS_INDEXES_0016
     assert _functions(scratch, "checkout_place_many") == 1
     assert _answer_storage(scratch) == ("json", True)

@@ -33,6 +33,19 @@ def charges(app: FastAPI) -> int:
     return int(app.state.gateway.inner.charges)
 
 
+def use_gateway(app: FastAPI, gateway: Any, **options: Any) -> None:
+    """Checkouts of ``app`` go through ``gateway`` from now on."""
+    service = app.state.checkout
+    app.state.checkout = type(service)(
+        maker=service.maker,
+        idempotency=service.idempotency,
+        gateway=gateway,
+        reservation_ttl=service.reservation_ttl,
+        pool=service.pool,
+        **options,
+    )
+
+
 def body(card: dict[str, str] = VISA) -> dict[str, Any]:
     return {"shipping_address": ADDRESS, "payment": card}
 
@@ -105,6 +118,7 @@ __all__ = [
     "count",
     "fill_cart",
     "stock_of",
+    "use_gateway",
 ]
 
 

@@ -29,6 +29,7 @@ from tests.checkout.helpers import (
     cart_state,
     fill_cart,
     stock_of,
+    use_gateway,
 )
 from tests.fixtures import auth
 
@@ -216,15 +217,7 @@ async def test_payments_ready_together_ride_one_statement(
     catalog: dict[str, Any],
     maker: async_sessionmaker[AsyncSession],
 ) -> None:
-    service: CheckoutService = app.state.checkout
-    app.state.checkout = CheckoutService(
-        maker=service.maker,
-        idempotency=service.idempotency,
-        gateway=Together(service.gateway, 4),
-        reservation_ttl=service.reservation_ttl,
-        pool=service.pool,
-        pay_calls=1,
-    )
+    use_gateway(app, Together(app.state.checkout.gateway, 4), pay_calls=1)
     sony = catalog["product"]["sony"]
     tokens = await add_buyers(maker, 3)
     for email in tokens:

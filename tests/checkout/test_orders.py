@@ -17,7 +17,7 @@ from emporium.order.repository import Answer
 from emporium.order.service import orders
 from emporium.order.tasks import PaymentReconciler
 from emporium.payment.gateway import Card
-from tests.checkout.helpers import ADDRESS, body, fill_cart, gateway_payments, stock_of
+from tests.checkout.helpers import ADDRESS, body, fill_cart, gateway_payments, stock_of, use_gateway
 from tests.fixtures import auth
 
 API = "/api/v1"
@@ -216,7 +216,6 @@ async def test_gateway_silent_mid_checkout_is_settled_and_replayed(
     catalog: dict[str, Any],
     maker: async_sessionmaker[AsyncSession],
 ) -> None:
-    from emporium.checkout.service import CheckoutService
     from emporium.payment.resilience import CircuitBreaker, ResilientGateway
     from emporium.payment.simulated import SimulatedGateway
 
@@ -225,14 +224,7 @@ async def test_gateway_silent_mid_checkout_is_settled_and_replayed(
         CircuitBreaker(timeout=0.2, volume=100),
         attempts=1,
     )
-    service: CheckoutService = app.state.checkout
-    app.state.checkout = CheckoutService(
-        maker=service.maker,
-        idempotency=service.idempotency,
-        gateway=slow,
-        reservation_ttl=service.reservation_ttl,
-        pool=service.pool,
-    )
+    use_gateway(app, slow)
     cable = catalog["product"]["cable"]
     await fill_cart(maker, catalog["user"]["customer"], {cable: 2})
     headers = {**auth("customer"), "Idempotency-Key": "silent-1"}

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.checkout.batches import CheckoutBatches
@@ -22,8 +23,8 @@ from emporium.checkout.idempotency import IdempotencyStore, StoredResponse
 from emporium.checkout.schemas import CheckoutRequest
 from emporium.kit.db import UnitOfWork
 from emporium.kit.logging import client_ip, correlation_id
-from emporium.models import Order, OrderItem, User
-from emporium.order import schemas
+from emporium.models import Order, OrderItem, Payment, User
+from emporium.order import refunds, schemas
 from emporium.order.errors import InvalidTransition
 from emporium.order.metrics import CHECKOUT_ATTEMPTS, CHECKOUT_SUCCESS
 from emporium.order.queries import build, serialize
@@ -31,7 +32,13 @@ from emporium.order.repository import Answer, Capture
 from emporium.order.service import Checkout, orders
 from emporium.order.state import OrderStatus
 from emporium.payment.errors import PaymentUnavailableError
-from emporium.payment.gateway import Card, PaymentDeclined, PaymentGateway, PaymentUnavailable
+from emporium.payment.gateway import (
+    Card,
+    PaymentDeclined,
+    PaymentError,
+    PaymentGateway,
+    PaymentUnavailable,
+)
 from emporium.payment.resilience import gateway_retry_after
 
 log = structlog.get_logger(__name__)
@@ -108,27 +115,13 @@ class CheckoutService:
             return replay
 
         card = Card(number=body.payment.card_number, exp=body.payment.exp, cvc=body.payment.cvc)
+        charge_id = None  # a free order has nothing to charge
         try:
-            captured = await self.gateway.charge(
-                idempotency_key=gateway_key, amount=amount, currency=currency, card=card
-            )
-        except PaymentDeclined as exc:
-            async with UnitOfWork(self.maker) as session:
-                await orders.mark_payment_failed(
-                    session, order_id, exc.code, user, self.reservation_ttl
+            if amount > 0:
+                captured = await self.gateway.charge(
+                    idempotency_key=gateway_key, amount=amount, currency=currency, card=card
                 )
-                response = StoredResponse(
-                    402,
-                    {
-                        "error": "payment_declined",
-                        "detail": "the card was declined",
-                        "decline_code": exc.code,
-                        "order": await self._order(session, order_id),
-                    },
-                )
-                await idem.complete(session, user.id, key, response, order_id)
-            await idem.remember(user.id, key, digest, response)
-            return response
+                charge_id = captured.id
         except PaymentUnavailable:
             # The outcome at the gateway is unknown. The key stays "processing" until the
             # reconciler settles the order and records the final answer for replays.
@@ -141,16 +134,36 @@ class CheckoutService:
                     "order_id": order_id,
                 },
             )
+        except PaymentError as exc:
+            # A decline, or a request the gateway refuses outright: no charge was made.
+            code = exc.code if isinstance(exc, PaymentDeclined) else "processing_error"
+            if not isinstance(exc, PaymentDeclined):
+                log.error("checkout.payment_refused", order_id=order_id, error=str(exc))
+            async with UnitOfWork(self.maker) as session:
+                await orders.mark_payment_failed(
+                    session, order_id, code, user, self.reservation_ttl
+                )
+                response = StoredResponse(
+                    402,
+                    {
+                        "error": "payment_declined",
+                        "detail": "the card was declined",
+                        "decline_code": code,
+                        "order": await self._order(session, order_id),
+                    },
+                )
+                await idem.complete(session, user.id, key, response, order_id)
+            await idem.remember(user.id, key, digest, response)
+            return response
 
         # The answer is known before the order is marked paid, so it is stored by the same
         # statement and the stock rows are released as soon as it commits.
         order.status, order.paid_at = OrderStatus.paid.value, datetime.now(UTC)
         response = StoredResponse(201, paid_response(order, items, body.payment.card_number[-4:]))
         try:
-            await self.mark_paid(order, captured.id, user, Answer(user.id, key, 201, response.body))
+            await self.mark_paid(order, charge_id, user, Answer(user.id, key, 201, response.body))
         except InvalidTransition:
-            # Cancelled while the card was being charged: give the money back.
-            await self.gateway.refund(captured.id)
+            # Cancelled while the card was being charged: the money goes back.
             response = StoredResponse(
                 409,
                 {
@@ -159,14 +172,24 @@ class CheckoutService:
                     "order_id": order_id,
                 },
             )
+            due = None
             async with UnitOfWork(self.maker) as session:
+                payment = await session.scalar(
+                    select(Payment).where(Payment.order_id == order_id).with_for_update()
+                )
+                if payment is not None and charge_id is not None:
+                    due = refunds.owe(payment, charge_id)
                 await idem.complete(session, user.id, key, response, order_id)
+            if due is not None:
+                await refunds.settle(self.maker, self.gateway, due, user)
             await idem.remember(user.id, key, digest, response)
         if response.status == 201:
             CHECKOUT_SUCCESS.inc()
         return response
 
-    async def mark_paid(self, order: Order, charge_id: str, user: User, answer: Answer) -> None:
+    async def mark_paid(
+        self, order: Order, charge_id: str | None, user: User, answer: Answer
+    ) -> None:
         """Mark the order paid, with other checkouts' payments ready at the same time."""
         assert order.paid_at is not None
         capture = Capture(

@@ -10,10 +10,10 @@ from emporium.kit.db import ReadSessionDep, SessionDep, UnitOfWork
 from emporium.kit.errors import Forbidden, Unauthorized
 from emporium.kit.schemas import CleanStr
 from emporium.models import AuditLog, Payment
-from emporium.order import queries, schemas
+from emporium.order import queries, refunds, schemas
 from emporium.order.errors import InvalidTransition, NothingToShip, NotOrderSeller, OrderNotFound
 from emporium.order.service import orders
-from emporium.order.state import CANCELLABLE, OrderStatus, check_transition
+from emporium.order.state import OrderStatus, check_transition
 from emporium.payment.errors import PaymentUnavailableError, RefundFailed
 from emporium.payment.gateway import (
     PaymentError,
@@ -78,29 +78,23 @@ async def _latest_payment(session: ReadSessionDep, order_id: int) -> Payment | N
     )
 
 
-@router.post(
-    "/orders/{order_id}/cancel",
-    response_model=schemas.Order,
-    responses={**_ERRORS, **_REFUND_ERRORS},
-)
+@router.post("/orders/{order_id}/cancel", response_model=schemas.Order, responses=_ERRORS)
 async def cancel_order(
     request: Request, session: ReadSessionDep, user: CurrentUser, order_id: OrderId
 ) -> schemas.Order:
-    """The buyer (or an admin) cancels an order that has not shipped; a payment is refunded."""
-    order = await queries.get_visible(session, user, order_id)
-    status = order.status
-    payment = await _latest_payment(session, order_id)
-    charge = payment.gateway_payment_id if payment is not None else None
+    """The buyer (or an admin) cancels an order that has not shipped. A captured payment
+    is refunded once the cancel has committed: the order's ``payment.status`` is then
+    ``refunded``, or ``refund_pending`` while the gateway cannot be reached (the refund
+    is retried in the background), or ``refund_failed`` if the gateway refuses it."""
+    await queries.get_visible(session, user, order_id)
     await session.close()  # no transaction stays open across the gateway call
-    if status not in CANCELLABLE:
-        check_transition(status, OrderStatus.cancelled)
-    if status == OrderStatus.paid.value and charge:
-        await _refund(request, charge)
-    async with UnitOfWork(request.app.state.sessionmaker) as uow:
-        cancelled = await orders.cancel(
-            uow, user, order_id, "cancelled by request", expected=status
-        )
-        return await queries.serialize(uow, cancelled)
+    maker = request.app.state.sessionmaker
+    async with UnitOfWork(maker) as uow:
+        _, due = await orders.cancel(uow, user, order_id, "cancelled by request")
+    if due is not None:
+        await refunds.settle(maker, request.app.state.gateway, due, user)
+    async with maker() as fresh:
+        return await queries.serialize(fresh, await queries.get_visible(fresh, user, order_id))
 
 
 # What an admin or a seller still has to ship, unless asked for other statuses.

@@ -147,7 +147,7 @@ class Capture:
     including the request's correlation id and address for the audit trail."""
 
     order_id: int
-    gateway_payment_id: str
+    gateway_payment_id: str | None  # None for a free order: nothing was charged
     actor: User | None
     at: datetime
     answer: Answer | None

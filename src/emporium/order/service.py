@@ -39,8 +39,10 @@ from emporium.models import (
     Shipment,
     User,
 )
-from emporium.order.errors import InvalidTransition, NothingToShip, NotOrderSeller, OrderNotFound
+from emporium.order import refunds
+from emporium.order.errors import NothingToShip, NotOrderSeller, OrderNotFound
 from emporium.order.metrics import ORDER_VALUE, ORDERS
+from emporium.order.refunds import RefundDue
 from emporium.order.repository import Answer, Capture, OrderRepository, OrderWrites
 from emporium.order.state import CANCELLABLE, OrderStatus, check_transition
 
@@ -323,7 +325,7 @@ class OrderService:
         self,
         session: AsyncSession | Sql,
         order_id: int,
-        gateway_payment_id: str,
+        gateway_payment_id: str | None,
         actor: User | None,
         *,
         at: datetime | None = None,
@@ -441,24 +443,15 @@ class OrderService:
         return order
 
     async def cancel(
-        self,
-        session: AsyncSession,
-        actor: User | None,
-        order_id: int,
-        note: str,
-        expected: str | None = None,
-    ) -> Order:
+        self, session: AsyncSession, actor: User | None, order_id: int, note: str
+    ) -> tuple[Order, RefundDue | None]:
         """Cancel before shipping: held units are released, taken units restocked.
 
-        Any captured payment must already have been voided or refunded by the caller, who
-        passes the status it saw as ``expected`` so a concurrent change is refused.
+        A captured charge becomes owed back: the caller settles the returned refund at the
+        gateway once this has committed (``order.refunds``), so the refund follows a
+        cancel that happened, never one a concurrent shipment beat.
         """
         order = await self.lock(session, order_id)
-        if expected is not None and order.status != expected:
-            check_transition(order.status, OrderStatus.cancelled)
-            raise InvalidTransition(
-                f"the order changed to {order.status}; try again", current=order.status
-            )
         if order.status not in CANCELLABLE:
             check_transition(order.status, OrderStatus.cancelled)
         was = order.status
@@ -467,10 +460,17 @@ class OrderService:
         held = await repo.allocations(order.id, "held")
         await repo.release_held(held)
         self._stock_audit(session, actor, held, "inventory.released", sign=1)
+        due = None
+        payment = await self._payment(session, order.id)
         if was == OrderStatus.paid.value:
             taken = await repo.allocations(order.id, "committed")
             await repo.restock(taken)
             self._stock_audit(session, actor, taken, "inventory.adjusted", sign=1)
+            if payment is not None and payment.status == "captured":
+                due = refunds.owe(payment)
+        elif payment is not None and payment.status == "pending":
+            # Nothing was captured; a charge that lands later is refunded by the checkout.
+            payment.status = "voided"
         audit.record(
             session,
             actor=actor,
@@ -481,7 +481,7 @@ class OrderService:
             new={"status": "cancelled"},
         )
         await session.flush()
-        return order
+        return order, due
 
     async def check_seller(self, session: AsyncSession, actor: User, order: Order) -> None:
         if actor.role == Role.admin:

@@ -3,6 +3,8 @@
 A crash (or a gateway timeout) between charging and recording leaves such an order. The
 reconciler asks the gateway for the payment by the order's idempotency key: a charge is
 completed into a paid order; no charge means the order is cancelled and its stock released.
+It also retries the refunds of cancelled orders that the gateway could not take at the
+time (``order.refunds``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from emporium.kit.cache import Cache
 from emporium.kit.db import UnitOfWork
 from emporium.kit.jobs import PeriodicJob
 from emporium.models import Order, Payment
+from emporium.order import refunds
 from emporium.order.queries import serialize
 from emporium.order.service import orders
 from emporium.order.state import OrderStatus
@@ -93,6 +96,8 @@ class PaymentReconciler(PeriodicJob):
         return outcome
 
     async def run_once(self) -> dict[str, int]:
+        """Settle the stale orders and retry the refunds owed; how many ended how (orders
+        by status, refunds as ``refund:<payment status>``)."""
         outcome: dict[str, int] = {}
         for order_id, key in await self._stale():
             try:
@@ -102,4 +107,9 @@ class PaymentReconciler(PeriodicJob):
                 continue
             outcome[status] = outcome.get(status, 0) + 1
             log.info("reconciler.settled", order_id=order_id, status=status)
+        before = datetime.now(UTC) - self.stale_after
+        for due in await refunds.owed(self.maker, before=before, limit=self.batch):
+            status = await refunds.settle(self.maker, self.gateway, due, None)
+            if status != refunds.PENDING:
+                outcome[f"refund:{status}"] = outcome.get(f"refund:{status}", 0) + 1
         return outcome

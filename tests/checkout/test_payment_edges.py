@@ -1,0 +1,109 @@
+"""Orders the gateway has nothing to charge for, or refuses outright."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from emporium.payment.gateway import Card, GatewayPayment, PaymentError
+from emporium.payment.resilience import CircuitBreaker, ResilientGateway
+from emporium.payment.simulated import SimulatedGateway
+from tests.checkout.helpers import (
+    body,
+    cart_state,
+    charges,
+    fill_cart,
+    gateway_payments,
+    stock_of,
+    use_gateway,
+)
+from tests.fixtures import auth
+
+API = "/api/v1"
+
+
+async def _price(maker: async_sessionmaker[AsyncSession], product_id: int, price: str) -> None:
+    async with maker() as s, s.begin():
+        await s.execute(
+            text("UPDATE products SET price = :p WHERE id = :i"),
+            {"p": Decimal(price), "i": product_id},
+        )
+
+
+async def _payment(maker: async_sessionmaker[AsyncSession], order_id: int) -> tuple[Any, ...]:
+    async with maker() as s:
+        row = await s.execute(
+            text("SELECT status, amount, gateway_payment_id FROM payments WHERE order_id = :i"),
+            {"i": order_id},
+        )
+    return tuple(row.one())
+
+
+async def test_a_free_order_is_paid_without_a_charge_and_cancelled_without_a_refund(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    cable = catalog["product"]["cable"]
+    await _price(maker, cable, "0.00")
+    await fill_cart(maker, catalog["user"]["customer"], {cable: 2})
+    headers = {**auth("customer"), "Idempotency-Key": "free-1"}
+    r = await client.post(f"{API}/checkout", json=body(), headers=headers)
+    assert r.status_code == 201, r.text
+    order = r.json()
+    assert (order["status"], order["total"]) == ("paid", "0.00")
+    assert order["payment"] == {
+        "status": "captured",
+        "amount": "0.00",
+        "card_last4": "4242",
+        "error_code": None,
+    }
+    assert charges(app) == 0
+    assert await gateway_payments(app) == []
+    assert await stock_of(maker, cable) == [(48, 0), (50, 0)]
+    assert await _payment(maker, order["id"]) == ("captured", Decimal("0.00"), None)
+
+    r = await client.post(f"{API}/orders/{order['id']}/cancel", headers=auth("customer"))
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["payment"]["status"]) == ("cancelled", "voided")
+    assert await stock_of(maker, cable) == [(50, 0), (50, 0)]
+    assert await gateway_payments(app) == []
+
+
+class _Refusing(SimulatedGateway):
+    """A gateway that refuses every charge as a malformed request."""
+
+    async def charge(
+        self, *, idempotency_key: str, amount: Decimal, currency: str, card: Card
+    ) -> GatewayPayment:
+        raise PaymentError("currency must be a 3-letter ISO code")
+
+
+async def test_a_charge_the_gateway_refuses_outright_fails_the_payment_with_402(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    refusing = ResilientGateway(_Refusing(), CircuitBreaker(timeout=5, volume=100))
+    use_gateway(app, refusing)
+    cable = catalog["product"]["cable"]
+    user = catalog["user"]["customer"]
+    await fill_cart(maker, user, {cable: 2})
+    headers = {**auth("customer"), "Idempotency-Key": "refused-1"}
+    r = await client.post(f"{API}/checkout", json=body(), headers=headers)
+    assert r.status_code == 402, r.text
+    assert (r.json()["error"], r.json()["decline_code"]) == ("payment_declined", "processing_error")
+    assert r.json()["order"]["status"] == "payment_failed"
+    # The held units went back to the cart, to try again.
+    assert await stock_of(maker, cable) == [(50, 2), (50, 0)]
+    assert await cart_state(maker, user) == {"lines": {cable: 2}, "reserved": {cable: 2}}
+    again = await client.post(f"{API}/checkout", json=body(), headers=headers)
+    assert (again.status_code, again.content) == (402, r.content)
+    await refusing.aclose()
