@@ -163,19 +163,25 @@ async def test_insufficient_stock_changes_nothing(
     )
     assert r.status_code == 200
     cart_id = await _cart_id(maker, catalog["user"]["customer"])
-    for method, url, body, headers in (
-        ("POST", ITEMS, {"product_id": sony, "quantity": 4}, auth("customer")),
-        ("PATCH", f"{ITEMS}/{sony}", {"quantity": 16}, auth("customer")),
-        ("POST", ITEMS, {"product_id": sony, "quantity": 4}, auth("admin")),
-        ("POST", ITEMS, {"product_id": sony, "quantity": 4}, {}),
-    ):
-        r = await client.request(method, url, json=body, headers=headers)
+    # An add answers the units that can still be added.
+    for headers in (auth("customer"), auth("admin"), {}):
+        r = await client.post(ITEMS, json={"product_id": sony, "quantity": 4}, headers=headers)
         assert (r.status_code, r.json()["error"], r.json()["available"]) == (
             409,
             "insufficient_stock",
             3,
-        ), (method, body)
+        ), headers
         assert "set-cookie" not in r.headers
+    # A PATCH answers the most the line can be set to: its own 12 units and the 3 free.
+    r = await client.patch(f"{ITEMS}/{sony}", json={"quantity": 16}, headers=auth("customer"))
+    assert (r.status_code, r.json()) == (
+        409,
+        {
+            "error": "insufficient_stock",
+            "detail": f"this line can be set to at most 15 units of product {sony}",
+            "available": 15,
+        },
+    )
     bose = catalog["product"]["bose"]
     r = await client.post(ITEMS, json={"product_id": bose, "quantity": 1}, headers=auth("customer"))
     assert (r.status_code, r.json()["available"]) == (409, 0)
@@ -184,6 +190,38 @@ async def test_insufficient_stock_changes_nothing(
     assert await line_rows(maker) == [(cart_id, sony, 12)]
     assert await _count(maker, Cart) == 1
     assert await _count(maker, AuditLog) == 1
+
+
+async def test_a_patch_refusal_counts_the_lines_own_hold_as_available(
+    client: AsyncClient, catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
+) -> None:
+    sony, w1, w2 = (
+        catalog["product"]["sony"],
+        catalog["warehouse"]["W1"],
+        catalog["warehouse"]["W2"],
+    )
+    headers = auth("customer")
+    r = await client.post(ITEMS, json={"product_id": sony, "quantity": 2}, headers=headers)
+    assert (r.status_code, r.json()["lines"][0]["available"]) == (200, 13)
+    cart_id = await _cart_id(maker, catalog["user"]["customer"])
+    before = (await stock_rows(maker, sony), await reservation_rows(maker))
+    assert before == ([(w1, 10, 2), (w2, 5, 0)], [(cart_id, sony, w1, 2)])
+    for quantity in (16, 1000):
+        r = await client.patch(f"{ITEMS}/{sony}", json={"quantity": quantity}, headers=headers)
+        assert (r.status_code, r.json()["error"], r.json()["available"]) == (
+            409,
+            "insufficient_stock",
+            15,
+        ), quantity
+    assert (await stock_rows(maker, sony), await reservation_rows(maker)) == before
+    assert await line_rows(maker) == [(cart_id, sony, 2)]
+    assert await _count(maker, AuditLog) == 1
+    # The quantity the refusal named is one the line can be set to.
+    r = await client.patch(f"{ITEMS}/{sony}", json={"quantity": 15}, headers=headers)
+    assert r.status_code == 200, r.text
+    assert (r.json()["lines"][0]["quantity"], r.json()["lines"][0]["available"]) == (15, 0)
+    assert await stock_rows(maker, sony) == [(w1, 10, 10), (w2, 5, 5)]
+    await assert_reserved_matches(maker)
 
 
 async def test_patch_adjusts_reservations_exactly(

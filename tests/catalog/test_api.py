@@ -163,6 +163,8 @@ async def test_create_product_rejections_change_nothing(
         (auth("acme"), {**good, "price": "1.001"}, 422, "invalid_input"),
         (auth("acme"), {**good, "price": "abc"}, 422, "invalid_input"),
         (auth("acme"), {**good, "title": ""}, 422, "invalid_input"),
+        (auth("acme"), {**good, "title": " \t "}, 422, "invalid_input"),
+        (auth("acme"), {**good, "images": ["  "]}, 422, "invalid_input"),
         (auth("acme"), {**good, "category_id": 424242}, 404, "category_not_found"),
         (auth("acme"), {**good, "category_id": str(good["category_id"])}, 422, "invalid_input"),
         (

@@ -171,6 +171,45 @@ async def test_the_country_must_be_an_iso_code(
     assert r.json()["shipping_address"]["country"] == "GB"
 
 
+async def test_blank_required_address_fields_are_refused_like_empty_ones(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    sony, customer = catalog["product"]["sony"], catalog["user"]["customer"]
+    await fill_cart(maker, customer, {sony: 1})
+    blank = {"name": "   ", "line1": "   ", "city": "\t", "postal_code": " \n "}
+    for i, (field, value) in enumerate([*blank.items(), ("line1", "")]):
+        bad = {**body(), "shipping_address": {**ADDRESS, field: value}}
+        r = await client.post(f"{API}/checkout", json=bad, headers=key(f"b-{i}"))
+        assert r.status_code == 422, (field, r.text)
+        assert r.json()["error"] == "invalid_input"
+        assert [(d["field"], d["type"]) for d in r.json()["detail"]] == [
+            (f"shipping_address.{field}", "too_short")
+        ]
+    all_blank = {**body(), "shipping_address": {**ADDRESS, **blank}}
+    r = await client.post(f"{API}/checkout", json=all_blank, headers=key("b-all"))
+    assert r.status_code == 422
+    assert sorted(d["field"] for d in r.json()["detail"]) == [
+        "shipping_address.city",
+        "shipping_address.line1",
+        "shipping_address.name",
+        "shipping_address.postal_code",
+    ]
+    assert (await count(maker, Order), charges(app)) == (0, 0)
+    assert await cart_state(maker, customer) == {"lines": {sony: 1}, "reserved": {sony: 1}}
+    assert await stock_of(maker, sony) == [(10, 1), (5, 0)]
+    # Text around the value is trimmed, and an optional line may be left blank.
+    padded = {
+        **body(),
+        "shipping_address": {**ADDRESS, "city": "  London\t", "line2": "   "},
+    }
+    r = await client.post(f"{API}/checkout", json=padded, headers=key("b-ok"))
+    assert r.status_code == 201, r.text
+    assert r.json()["shipping_address"] == {**ADDRESS, "line2": ""}
+
+
 async def test_parallel_requests_with_one_key_make_one_order_and_one_charge(
     app: FastAPI,
     client: AsyncClient,

@@ -91,6 +91,12 @@ async def test_ship_deliver_refund_with_restock(
         headers=auth("acme"),
     )
     assert (r.status_code, r.json()["error"]) == (422, "invalid_input")
+    r = await client.post(
+        f"{API}/orders/{oid}/ship",
+        json={"warehouse_id": w2, "tracking_number": "   "},
+        headers=auth("acme"),
+    )
+    assert (r.status_code, r.json()["detail"][0]["type"]) == (422, "too_short")
     r = await client.post(f"{API}/orders/{oid}/deliver", headers=auth("admin"))
     assert (r.status_code, r.json()["error"]) == (409, "invalid_transition")
     r = await client.post(

@@ -169,17 +169,60 @@ async def test_success_goes_straight_through() -> None:
     assert inner.charges == 2
 
 
-async def test_hang_card_times_out_quickly() -> None:
+async def test_a_hanging_gateway_gets_one_attempt_of_the_calls_timeout() -> None:
     inner = SimulatedGateway()  # would hang for 60 s
-    gw = resilient(inner, attempts=2, timeout=0.2)
-    start = time.perf_counter()
+    gw = resilient(inner, attempts=3, timeout=0.5)
     with pytest.raises(PaymentUnavailable) as exc_info:
         await authorize(gw, CARD_HANG)
-    elapsed = time.perf_counter() - start
-    assert 0.4 <= elapsed < 1.0
+    assert type(exc_info.value) is PaymentUnavailable
     assert isinstance(exc_info.value.__cause__, TimeoutError)
-    assert inner.calls["authorize"] == 2
+    # The attempt used the call's whole timeout: no retry starts after it.
+    assert inner.calls["authorize"] == 1
     assert inner.charges == 0
+    # Quick transient errors still get every attempt within the same timeout.
+    with pytest.raises(PaymentUnavailable) as exc_info:
+        await authorize(gw, CARD_PROCESSING_ERROR)
+    assert isinstance(exc_info.value.__cause__, PaymentTransientError)
+    assert inner.calls["authorize"] == 4
+
+
+class SlowErrorThenHang(SimulatedGateway):
+    """Answers its first authorization with a transient error after ``slow`` seconds and
+    hangs on the next ones until they are cancelled."""
+
+    def __init__(self, slow: float) -> None:
+        super().__init__()
+        self.slow = slow
+        self.cancelled = 0
+
+    async def authorize(self, **kwargs: Any) -> GatewayPayment:
+        self.calls["authorize"] += 1
+        if self.calls["authorize"] == 1:
+            await asyncio.sleep(self.slow)
+            raise PaymentTransientError("gateway_error")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        raise AssertionError("never set")  # pragma: no cover
+
+
+async def test_a_retry_is_cut_short_at_the_calls_timeout() -> None:
+    inner = SlowErrorThenHang(slow=0.5)
+    # Two finished calls, both failed, would open this breaker.
+    gw = resilient(inner, attempts=3, timeout=1.0, volume=2, error_threshold=1.0)
+    with pytest.raises(PaymentUnavailable) as exc_info:
+        await authorize(gw)
+    assert type(exc_info.value) is PaymentUnavailable
+    assert isinstance(exc_info.value.__cause__, TimeoutError)
+    # The retry got what was left of the call's timeout, not a timeout of its own, and
+    # no third attempt followed it.
+    assert (inner.calls["authorize"], inner.cancelled, inner.charges) == (2, 1, 0)
+    # Cut short by the caller's deadline, the retry counts as no outcome: one failure
+    # has finished, too few to open the breaker.
+    assert state(gw) is BreakerState.closed
+    assert gauge() == 0
 
 
 async def test_breaker_opens_at_threshold_fails_fast_half_opens_and_closes() -> None:

@@ -100,7 +100,8 @@ async def add_item(
     body: schemas.CartItemAdd,
     emporium_cart: Annotated[str | None, Cookie(max_length=128)] = None,
 ) -> Response:
-    """Add units of a product; they are reserved until the cart is left untouched too long."""
+    """Add units of a product; they are reserved until the cart is left untouched too long.
+    Short of stock, the 409's ``available`` is how many units can still be added."""
     unit: CartUnit = request.state.caller
     owner = cart.CartOwner(user=unit.user, guest_token=None if unit.user else emporium_cart)
     result, token = await cart.add_item(
@@ -131,7 +132,8 @@ async def update_item(
     product_id: ProductId,
     body: schemas.CartItemUpdate,
 ) -> schemas.CartView:
-    """Set a line's quantity (1-1000); use DELETE to remove it."""
+    """Set a line's quantity (1-1000); use DELETE to remove it. Short of stock, the 409's
+    ``available`` is the most the line can be set to, its own held units included."""
     return await cart.update_item(session, owner, product_id, body.quantity, ttl=_ttl(request))
 
 

@@ -314,14 +314,23 @@ async def update_item(
     _check_limit(quantity)
     if quantity > current:
         await _require_active_product(session, product_id)
-        await reserve(
-            session,
-            cart_id=cart.id,
-            product_id=product_id,
-            quantity=quantity - current,
-            until=until,
-            actor=owner.user,
-        )
+        try:
+            await reserve(
+                session,
+                cart_id=cart.id,
+                product_id=product_id,
+                quantity=quantity - current,
+                until=until,
+                actor=owner.user,
+            )
+        except InsufficientStock as short:
+            # A PATCH sets the quantity, so it answers the most this line can be set to:
+            # the free units plus those the line already holds (an add answers free units).
+            settable = short.available + current
+            raise InsufficientStock(
+                f"this line can be set to at most {settable} units of product {product_id}",
+                available=settable,
+            ) from None
     elif quantity < current:
         await release_units(
             session,

@@ -6,18 +6,16 @@ from typing import Annotated
 
 from pydantic import Field, StrictBool, StrictInt, StringConstraints, field_validator
 
-from emporium.kit.schemas import CleanStr, Schema, reject_nul
+from emporium.kit.schemas import CleanStr, Schema, TrimmedStr, reject_nul
 
-Title = Annotated[CleanStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Title = Annotated[TrimmedStr, StringConstraints(min_length=1, max_length=500)]
 Description = Annotated[CleanStr, Field(max_length=20000)]
-Brand = Annotated[CleanStr, StringConstraints(strip_whitespace=True, max_length=200)]
+Brand = Annotated[TrimmedStr, StringConstraints(max_length=200)]
 Price = Annotated[
     Decimal, Field(ge=0, le=Decimal("9999999999.99"), max_digits=12, decimal_places=2)
 ]
 AttributeValue = str | int | float | bool
-ImageUrl = Annotated[
-    CleanStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)
-]
+ImageUrl = Annotated[TrimmedStr, StringConstraints(min_length=1, max_length=2000)]
 
 
 class CategoryRef(Schema):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 T = TypeVar("T")
 
@@ -17,6 +17,10 @@ def reject_nul(value: str) -> str:
 
 
 CleanStr = Annotated[str, AfterValidator(reject_nul)]
+# Stack length limits on this to check them on the trimmed text. Pydantic checks limits
+# placed after a validator before it strips, so strip_whitespace=True with min_length=1 on
+# CleanStr let "   " through and stored "".
+TrimmedStr = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(reject_nul)]
 
 
 class Schema(BaseModel):

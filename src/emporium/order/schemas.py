@@ -7,7 +7,7 @@ from typing import Annotated
 import pycountry
 from pydantic import AfterValidator, Field, StrictBool, StrictInt, StringConstraints
 
-from emporium.kit.schemas import CleanStr, Schema
+from emporium.kit.schemas import CleanStr, Schema, TrimmedStr
 
 
 def iso_country(value: str) -> str:
@@ -18,17 +18,15 @@ def iso_country(value: str) -> str:
     return code
 
 
-Line = Annotated[CleanStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Line = Annotated[TrimmedStr, StringConstraints(min_length=1, max_length=200)]
 
 
 class ShippingAddress(Schema):
     name: Line
     line1: Line
-    line2: Annotated[CleanStr, StringConstraints(strip_whitespace=True, max_length=200)] = ""
+    line2: Annotated[TrimmedStr, StringConstraints(max_length=200)] = ""
     city: Line
-    postal_code: Annotated[
-        CleanStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)
-    ]
+    postal_code: Annotated[TrimmedStr, StringConstraints(min_length=1, max_length=20)]
     country: Annotated[
         CleanStr,
         StringConstraints(max_length=10),
@@ -116,9 +114,7 @@ class FulfillmentPage(Schema):
 
 class ShipRequest(Schema):
     warehouse_id: StrictInt = Field(gt=0, le=2**63 - 1)
-    tracking_number: Annotated[
-        CleanStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)
-    ]
+    tracking_number: Annotated[TrimmedStr, StringConstraints(min_length=1, max_length=100)]
 
 
 class RefundRequest(Schema):

@@ -25,6 +25,7 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
+    stop_before_delay,
     wait_random_exponential,
 )
 
@@ -191,7 +192,11 @@ class CircuitBreaker:
 class ResilientGateway:
     """Per attempt: breaker (with its timeout). Around it: tenacity retries, with jittered
     exponential backoff, only on transient errors. The gateway's idempotency keys make a
-    retried authorization safe; capture, void and full refunds are idempotent there too."""
+    retried authorization safe; capture, void and full refunds are idempotent there too.
+
+    The attempts of one call share the breaker's timeout as their total budget: the caller
+    gets an answer after about one timeout, not one per attempt, so a hanging gateway is
+    tried once while quick transient errors are still retried."""
 
     def __init__(
         self,
@@ -218,24 +223,31 @@ class ResilientGateway:
     async def _call(self, op: str, fn: Callable[[], Awaitable[T]], *, retry: bool = True) -> T:
         # Nearly every call succeeds at once: the first attempt runs without tenacity's
         # per-call machinery (it cost more than the in-process gateway call itself).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.breaker.timeout
         try:
             return await self.breaker.call(fn)
         except (PaymentTransientError, TimeoutError) as exc:
             if not retry or self.attempts < 2:
                 raise PaymentUnavailable(f"payment gateway unavailable during {op}") from exc
             first = exc
-        return await self._retry(op, fn, first)
+        return await self._retry(op, fn, first, deadline)
 
-    async def _retry(self, op: str, fn: Callable[[], Awaitable[T]], first: Exception) -> T:
-        """The remaining attempts, after ``first`` failed; tenacity counts that failure
-        as its own first attempt, so backoff and logging are as for any other."""
+    async def _retry(
+        self, op: str, fn: Callable[[], Awaitable[T]], first: Exception, deadline: float
+    ) -> T:
+        """The remaining attempts, after ``first`` failed, until the event loop's clock
+        reaches ``deadline``; tenacity counts that failure as its own first attempt, so
+        backoff and logging are as for any other."""
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             log.warning("payment.retry", op=op, attempt=state.attempt_number, error=repr(exc))
 
+        left = deadline - asyncio.get_running_loop().time()
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.attempts),
+            # No attempt starts once the backoff before it would reach the deadline.
+            stop=stop_after_attempt(self.attempts) | stop_before_delay(left),
             wait=wait_random_exponential(multiplier=self.backoff_base, max=self.backoff_max),
             retry=retry_if_exception(is_retryable),
             before_sleep=before_sleep,
@@ -248,7 +260,10 @@ class ResilientGateway:
                     if pending is not None:
                         failed, pending = pending, None
                         raise failed
-                    return await self.breaker.call(fn)
+                    # Cut short at the deadline, the attempt ends as a caller giving up
+                    # does: the breaker counts no outcome for it, and it ends in a timeout.
+                    async with asyncio.timeout_at(deadline):
+                        return await self.breaker.call(fn)
         except (PaymentTransientError, TimeoutError) as exc:
             raise PaymentUnavailable(f"payment gateway unavailable during {op}") from exc
         raise PaymentUnavailable(f"payment gateway unavailable during {op}")  # pragma: no cover
