@@ -13,6 +13,8 @@ from tests.fixtures import auth
 API = "/api/v1"
 SONY = "Sony WH-1000XM5 Wireless Noise Cancelling Headphones"
 ANKER = "Anker Soundcore Life Q20 Headphones"
+NINJA = "Ninja Coffee Maker"
+CABLE = "Anker USB-C Charging Cable"
 
 
 async def _checkout(
@@ -129,3 +131,58 @@ async def test_fulfillment_pages_and_refuses_bad_input(
         assert r.status_code == 401
     r = await client.get(f"{API}/fulfillment/orders/abc", headers=auth("admin"))
     assert (r.status_code, r.json()["error"]) == (422, "invalid_input")
+
+
+async def test_a_seller_sees_only_its_own_units_of_an_order_shared_with_another(
+    client: AsyncClient, catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
+) -> None:
+    p, w1, w2 = catalog["product"], catalog["warehouse"]["W1"], catalog["warehouse"]["W2"]
+    # Acme's Sony: W1 10, W2 2; Globex's Anker from W1, its Ninja from W2.
+    both = await _checkout(
+        client, maker, catalog, {p["sony"]: 12, p["anker_q20"]: 1, p["coffee"]: 1}, "s-1"
+    )
+    # Acme's cable from W1, Globex's Ninja from W2: one warehouse each.
+    apart = await _checkout(client, maker, catalog, {p["cable"]: 1, p["coffee"]: 1}, "s-2")
+
+    admin = await _list(client, "admin")
+    assert [(o["id"], _warehouses(o)) for o in admin["items"]] == [
+        (apart, [(w1, [(CABLE, 1)], None), (w2, [(NINJA, 1)], None)]),
+        (both, [(w1, [(SONY, 10), (ANKER, 1)], None), (w2, [(SONY, 2), (NINJA, 1)], None)]),
+    ]
+    acme = await _list(client, "acme")
+    assert [(o["id"], _warehouses(o)) for o in acme["items"]] == [
+        (apart, [(w1, [(CABLE, 1)], None)]),
+        (both, [(w1, [(SONY, 10)], None), (w2, [(SONY, 2)], None)]),
+    ]
+    globex = await _list(client, "globex")
+    assert [(o["id"], _warehouses(o)) for o in globex["items"]] == [
+        (apart, [(w2, [(NINJA, 1)], None)]),
+        (both, [(w1, [(ANKER, 1)], None), (w2, [(NINJA, 1)], None)]),
+    ]
+    # The rest of each order is the whole order's, as an admin sees it.
+    for seen in (acme, globex):
+        for mine, full in zip(seen["items"], admin["items"], strict=True):
+            assert {**mine, "warehouses": None} == {**full, "warehouses": None}
+
+    # The shipment of a warehouse shows with the units of each seller it carries.
+    r = await client.post(
+        f"{API}/orders/{both}/ship",
+        json={"warehouse_id": w1, "tracking_number": "TRK-W1"},
+        headers=auth("admin"),
+    )
+    assert r.json()["status"] == "partially_shipped"
+    for who, lines in (
+        ("acme", [(w1, [(SONY, 10)], "TRK-W1"), (w2, [(SONY, 2)], None)]),
+        ("globex", [(w1, [(ANKER, 1)], "TRK-W1"), (w2, [(NINJA, 1)], None)]),
+        (
+            "admin",
+            [(w1, [(SONY, 10), (ANKER, 1)], "TRK-W1"), (w2, [(SONY, 2), (NINJA, 1)], None)],
+        ),
+    ):
+        r = await client.get(f"{API}/fulfillment/orders/{both}", headers=auth(who))
+        assert r.status_code == 200, r.text
+        assert (r.json()["status"], _warehouses(r.json())) == ("partially_shipped", lines)
+        listed = await _list(client, who)
+        assert [o for o in listed["items"] if o["id"] == both] == [r.json()]
+    r = await client.get(f"{API}/fulfillment/orders/{apart}", headers=auth("globex"))
+    assert _warehouses(r.json()) == [(w2, [(NINJA, 1)], None)]

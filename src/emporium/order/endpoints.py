@@ -10,7 +10,7 @@ from emporium.kit.db import ReadSessionDep, SessionDep, UnitOfWork
 from emporium.kit.errors import Forbidden, Unauthorized
 from emporium.kit.schemas import CleanStr
 from emporium.models import AuditLog, Payment
-from emporium.order import queries, refunds, schemas
+from emporium.order import access, queries, refunds, schemas
 from emporium.order.errors import InvalidTransition, NothingToShip, NotOrderSeller, OrderNotFound
 from emporium.order.service import orders
 from emporium.order.state import OrderStatus, check_transition
@@ -113,7 +113,11 @@ async def list_fulfillment(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> schemas.FulfillmentPage:
     """Orders to fulfil, newest first: all of them for an admin, those with an item of
-    theirs for a seller; each with its units by warehouse, one shipment each."""
+    theirs for a seller; each with its units by warehouse, one shipment each.
+
+    A seller sees only its own products' units, and only the warehouses that hold some
+    (with their shipments); ``status`` is still the whole order's. A warehouse that also
+    holds another seller's units is shipped by an admin."""
     statuses = [s.value for s in (status or TO_SHIP)]
     return await queries.fulfillment_page(session, user, statuses, cursor, limit)
 
@@ -126,6 +130,8 @@ async def list_fulfillment(
 async def get_fulfillment(
     session: ReadSessionDep, user: CatalogWriter, order_id: OrderId
 ) -> schemas.FulfillmentOrder:
+    """One order to fulfil, as in the list: a seller sees only its own units. An order
+    with no item of the seller's answers 404, as a missing one does."""
     return await queries.fulfillment_order(session, user, order_id)
 
 
@@ -137,7 +143,9 @@ async def get_fulfillment(
 async def ship_order(
     session: SessionDep, user: CatalogWriter, order_id: OrderId, body: schemas.ShipRequest
 ) -> schemas.Order:
-    """Record the shipment of one warehouse's allocation."""
+    """Record the shipment of one warehouse's allocation: an admin's any, a seller's only
+    if every unit in it is of its own products (403 ``not_order_seller`` otherwise). An
+    order with no item of the seller's answers 404, as a missing one does."""
     await queries.get_visible_for_staff(session, user, order_id)
     order = await orders.ship(session, user, order_id, body.warehouse_id, body.tracking_number)
     return await queries.serialize(session, order)
@@ -151,6 +159,8 @@ async def ship_order(
 async def deliver_order(
     session: SessionDep, user: CatalogWriter, order_id: OrderId
 ) -> schemas.Order:
+    """Mark a shipped order delivered: an admin any, a seller only one whose every item
+    is its own (403 ``not_order_seller`` otherwise; 404 with no item of its own)."""
     await queries.get_visible_for_staff(session, user, order_id)
     return await queries.serialize(session, await orders.deliver(session, user, order_id))
 
@@ -167,9 +177,11 @@ async def refund_order(
     order_id: OrderId,
     body: schemas.RefundRequest | None = None,
 ) -> schemas.Order:
-    """Refund a delivered order (admin or its seller), optionally restocking the units."""
+    """Refund a delivered order, optionally restocking the units: an admin any, a seller
+    only one whose every item is its own (403 ``not_order_seller`` otherwise; 404 with no
+    item of its own). Refused before the gateway is asked."""
     order = await queries.get_visible_for_staff(session, user, order_id)
-    await orders.check_seller(session, user, order)
+    await access.check_order(session, user, order_id, "refund")
     status = order.status
     payment = await _latest_payment(session, order_id)
     charge = payment.gateway_payment_id if payment is not None else None

@@ -1,12 +1,13 @@
 """Reading orders: scoped to their owner (or an admin), serialised with timeline and
-shipments; for fulfillment, scoped to their sellers (or an admin), by warehouse."""
+shipments; for fulfillment, scoped to their sellers (or an admin), by warehouse, a
+seller seeing only its own products' units."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import ColumnElement, exists, select, true
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,7 +22,7 @@ from emporium.models import (
     Shipment,
     User,
 )
-from emporium.order import schemas
+from emporium.order import access, schemas
 from emporium.order.errors import OrderNotFound
 
 
@@ -137,18 +138,12 @@ async def page(
 
 
 async def get_visible_for_staff(session: AsyncSession, actor: User, order_id: int) -> Order:
-    """Staff see any order id; existence is checked here, rights by the service."""
-    order = await session.get(Order, order_id)
+    """An order a seller has no item in is, to it, indistinguishable from a missing one;
+    what it may do with the others is for the service to say."""
+    order = await session.scalar(select(Order).where(Order.id == order_id, access.sold_by(actor)))
     if order is None:
         raise OrderNotFound(f"order {order_id} does not exist")
     return order
-
-
-def _sold_by(actor: User) -> ColumnElement[bool]:
-    """Orders an admin may fulfil (all), or a seller (those with an item of theirs)."""
-    if actor.role == Role.admin:
-        return true()
-    return exists().where(OrderItem.order_id == Order.id, OrderItem.seller_id == actor.seller_id)
 
 
 async def fulfillment_page(
@@ -164,14 +159,14 @@ async def fulfillment_page(
         (
             await session.execute(
                 select(Order)
-                .where(Order.status.in_(statuses), Order.id < before, _sold_by(actor))
+                .where(Order.status.in_(statuses), Order.id < before, access.sold_by(actor))
                 .order_by(Order.id.desc())
                 .limit(limit + 1)
             )
         ).scalars()
     )
     return schemas.FulfillmentPage(
-        items=await _fulfillment(session, rows[:limit]),
+        items=await _fulfillment(session, actor, rows[:limit]),
         next_cursor=encode_cursor(rows[limit - 1].id) if len(rows) > limit else None,
     )
 
@@ -180,15 +175,15 @@ async def fulfillment_order(
     session: AsyncSession, actor: User, order_id: int
 ) -> schemas.FulfillmentOrder:
     """Another seller's order is indistinguishable from a missing one."""
-    order = await session.scalar(select(Order).where(Order.id == order_id, _sold_by(actor)))
-    if order is None:
-        raise OrderNotFound(f"order {order_id} does not exist")
-    return (await _fulfillment(session, [order]))[0]
+    order = await get_visible_for_staff(session, actor, order_id)
+    return (await _fulfillment(session, actor, [order]))[0]
 
 
 async def _fulfillment(
-    session: AsyncSession, orders: Sequence[Order]
+    session: AsyncSession, actor: User, orders: Sequence[Order]
 ) -> list[schemas.FulfillmentOrder]:
+    """The orders' units by warehouse: for a seller only its own products' units, and only
+    the warehouses (with their shipments) that hold some."""
     if not orders:
         return []
     ids = [o.id for o in orders]
@@ -196,7 +191,7 @@ async def _fulfillment(
         (r.order_id, r.product_id): r.title
         for r in await session.execute(
             select(OrderItem.order_id, OrderItem.product_id, OrderItem.title).where(
-                OrderItem.order_id.in_(ids)
+                OrderItem.order_id.in_(ids), access.own_items(actor)
             )
         )
     }
@@ -211,6 +206,8 @@ async def _fulfillment(
         .where(OrderAllocation.order_id.in_(ids), OrderAllocation.state == "committed")
         .order_by(OrderAllocation.warehouse_id, OrderAllocation.product_id)
     ):
+        if (a.order_id, a.product_id) not in titles:
+            continue  # another seller's product
         lines[a.order_id].setdefault(a.warehouse_id, []).append(
             schemas.FulfillmentLine(
                 product_id=a.product_id,

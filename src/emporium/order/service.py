@@ -35,12 +35,11 @@ from emporium.models import (
     OrderItem,
     Payment,
     Reservation,
-    Role,
     Shipment,
     User,
 )
-from emporium.order import refunds
-from emporium.order.errors import NothingToShip, NotOrderSeller, OrderNotFound
+from emporium.order import access, refunds
+from emporium.order.errors import NothingToShip, OrderNotFound
 from emporium.order.metrics import ORDER_VALUE, ORDERS
 from emporium.order.refunds import RefundDue
 from emporium.order.repository import Answer, Capture, OrderRepository, OrderWrites
@@ -483,24 +482,11 @@ class OrderService:
         await session.flush()
         return order, due
 
-    async def check_seller(self, session: AsyncSession, actor: User, order: Order) -> None:
-        if actor.role == Role.admin:
-            return
-        sellers = set(
-            (
-                await session.execute(
-                    select(OrderItem.seller_id).where(OrderItem.order_id == order.id)
-                )
-            ).scalars()
-        )
-        if actor.role != Role.seller or actor.seller_id not in sellers:
-            raise NotOrderSeller("only an admin or a seller of this order may do that")
-
     async def ship(
         self, session: AsyncSession, actor: User, order_id: int, warehouse_id: int, tracking: str
     ) -> Order:
         order = await self.lock(session, order_id)
-        await self.check_seller(session, actor, order)
+        await access.check_shipment(session, actor, order.id, warehouse_id)
         if order.status not in (OrderStatus.paid.value, OrderStatus.partially_shipped.value):
             check_transition(order.status, OrderStatus.shipped)
         allocated = {
@@ -530,7 +516,7 @@ class OrderService:
 
     async def deliver(self, session: AsyncSession, actor: User, order_id: int) -> Order:
         order = await self.lock(session, order_id)
-        await self.check_seller(session, actor, order)
+        await access.check_order(session, actor, order.id, "deliver")
         await self._transition(session, order, OrderStatus.delivered, actor)
         for shipment in (
             await session.execute(select(Shipment).where(Shipment.order_id == order.id))
@@ -544,6 +530,7 @@ class OrderService:
     ) -> Order:
         """Delivered → refunded. The caller refunds the payment at the gateway first."""
         order = await self.lock(session, order_id)
+        await access.check_order(session, actor, order.id, "refund")
         if order.status != OrderStatus.delivered.value:
             check_transition(order.status, OrderStatus.refunded)
         await self._transition(session, order, OrderStatus.refunded, actor)
