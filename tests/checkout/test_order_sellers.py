@@ -71,15 +71,27 @@ async def test_a_seller_of_part_of_an_order_ships_only_its_own_warehouse(
 
     r = await _ship(client, "acme", oid, w1)
     assert (r.status_code, r.json()["status"]) == (200, "partially_shipped")
+    # Acme is shown its own part: its items and their total, no payment of the buyer's.
+    seen = r.json()
+    assert [(i["product_id"], i["quantity"]) for i in seen["items"]] == [(p["sony"], 3)]
+    assert (seen["subtotal"], seen["total"], seen["payment"]) == ("1049.97", "1049.97", None)
+    assert [s["warehouse_id"] for s in seen["shipments"]] == [w1]
     # Once shipped, another seller's warehouse is still not one to ship.
     r = await _ship(client, "globex", oid, w1)
     assert (r.status_code, r.json()["error"]) == (403, "not_order_seller")
     r = await _ship(client, "globex", oid, w2)
     assert (r.status_code, r.json()["status"]) == (200, "shipped")
     assert [(s["warehouse_id"], s["tracking_number"]) for s in r.json()["shipments"]] == [
+        (w2, f"TRK-globex-{w2}"),
+    ]
+    assert [i["product_id"] for i in r.json()["items"]] == [p["coffee"]]
+    assert (r.json()["total"], r.json()["payment"]) == ("89.99", None)
+    r = await client.get(f"{API}/orders/{oid}", headers=auth("customer"))
+    assert [(s["warehouse_id"], s["tracking_number"]) for s in r.json()["shipments"]] == [
         (w1, f"TRK-acme-{w1}"),
         (w2, f"TRK-globex-{w2}"),
     ]
+    assert (r.json()["total"], r.json()["payment"]["status"]) == ("1139.96", "captured")
 
     # Delivering and refunding act on the whole order: neither seller alone may.
     shipped = await _state(app, maker, oid, products)
@@ -152,6 +164,12 @@ async def test_the_sole_seller_of_an_order_ships_delivers_and_refunds_it(
     assert Decimal(order["total"]) == total
     r = await _ship(client, "acme", oid, w1)
     assert (r.status_code, r.json()["status"]) == (200, "partially_shipped")
+    # The sole seller is shown every item, but not the buyer's payment.
+    assert [(i["product_id"], i["quantity"]) for i in r.json()["items"]] == [
+        (p["sony"], 12),
+        (p["cable"], 2),
+    ]
+    assert (r.json()["total"], r.json()["payment"]) == ("4225.86", None)
     r = await _ship(client, "acme", oid, w2)
     assert (r.status_code, r.json()["status"]) == (200, "shipped")
     r = await client.post(f"{API}/orders/{oid}/deliver", headers=auth("acme"))
@@ -162,7 +180,9 @@ async def test_the_sole_seller_of_an_order_ships_delivers_and_refunds_it(
         f"{API}/orders/{oid}/refund", json={"restock": True}, headers=auth("acme")
     )
     assert r.status_code == 200, r.text
-    assert (r.json()["status"], r.json()["payment"]["status"]) == ("refunded", "refunded")
+    assert (r.json()["status"], r.json()["payment"]) == ("refunded", None)
+    r = await client.get(f"{API}/orders/{oid}", headers=auth("customer"))
+    assert r.json()["payment"]["status"] == "refunded"
     assert await stock_of(maker, p["sony"]) == [(10, 0), (5, 0)]
     assert await stock_of(maker, p["cable"]) == [(50, 0), (50, 0)]
     assert await gateway_payments(app) == [("refunded", total, total)]

@@ -148,7 +148,7 @@ async def ship_order(
     order with no item of the seller's answers 404, as a missing one does."""
     await queries.get_visible_for_staff(session, user, order_id)
     order = await orders.ship(session, user, order_id, body.warehouse_id, body.tracking_number)
-    return await queries.serialize(session, order)
+    return await access.staff_view(session, user, await queries.serialize(session, order))
 
 
 @router.post(
@@ -162,7 +162,8 @@ async def deliver_order(
     """Mark a shipped order delivered: an admin any, a seller only one whose every item
     is its own (403 ``not_order_seller`` otherwise; 404 with no item of its own)."""
     await queries.get_visible_for_staff(session, user, order_id)
-    return await queries.serialize(session, await orders.deliver(session, user, order_id))
+    order = await orders.deliver(session, user, order_id)
+    return await access.staff_view(session, user, await queries.serialize(session, order))
 
 
 @router.post(
@@ -192,7 +193,7 @@ async def refund_order(
         await _refund(request, charge)
     async with UnitOfWork(request.app.state.sessionmaker) as uow:
         refunded = await orders.refund(uow, user, order_id, restock=bool(body and body.restock))
-        return await queries.serialize(uow, refunded)
+        return await access.staff_view(uow, user, await queries.serialize(uow, refunded))
 
 
 @router.get("/admin/audit", response_model=list[schemas.AuditEntry])
