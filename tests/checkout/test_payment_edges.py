@@ -1,10 +1,13 @@
-"""Orders the gateway has nothing to charge for, or refuses outright."""
+"""Orders the gateway has nothing to charge for, refuses outright, or charges while the
+buyer cancels."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import text
@@ -14,6 +17,8 @@ from emporium.payment.gateway import Card, GatewayPayment, PaymentError
 from emporium.payment.resilience import CircuitBreaker, ResilientGateway
 from emporium.payment.simulated import SimulatedGateway
 from tests.checkout.helpers import (
+    DECLINED,
+    VISA,
     body,
     cart_state,
     charges,
@@ -107,3 +112,73 @@ async def test_a_charge_the_gateway_refuses_outright_fails_the_payment_with_402(
     again = await client.post(f"{API}/checkout", json=body(), headers=headers)
     assert (again.status_code, again.content) == (402, r.content)
     await refusing.aclose()
+
+
+class _Held:
+    """A gateway whose charges are answered only once ``release`` is set."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.charging = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def charge(self, **kwargs: Any) -> Any:
+        self.charging.set()
+        await self.release.wait()
+        return await self.inner.charge(**kwargs)
+
+
+async def _pending_order(maker: async_sessionmaker[AsyncSession]) -> int:
+    async with maker() as s:
+        found = await s.scalar(text("SELECT id FROM orders WHERE status = 'pending_payment'"))
+    assert found is not None
+    return int(found)
+
+
+@pytest.mark.parametrize(
+    ("card", "payment", "gateway_after"),
+    [
+        (VISA, ("refunded", "4242"), [("refunded", Decimal("25.98"), Decimal("25.98"))]),
+        (DECLINED, ("voided", "0002"), [("declined", Decimal("25.98"), Decimal("0"))]),
+    ],
+)
+async def test_an_order_cancelled_while_its_card_is_charged_answers_409_for_good(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+    card: dict[str, str],
+    payment: tuple[str, str],
+    gateway_after: list[tuple[Any, ...]],
+) -> None:
+    held = _Held(app.state.checkout.gateway)
+    use_gateway(app, held)
+    cable = catalog["product"]["cable"]
+    user = catalog["user"]["customer"]
+    await fill_cart(maker, user, {cable: 2})
+    headers = {**auth("customer"), "Idempotency-Key": "during-1"}
+    checkout = asyncio.create_task(client.post(f"{API}/checkout", json=body(card), headers=headers))
+    await held.charging.wait()
+    oid = await _pending_order(maker)
+    r = await client.post(f"{API}/orders/{oid}/cancel", headers=auth("customer"))
+    assert (r.status_code, r.json()["status"]) == (200, "cancelled")
+    held.release.set()
+    r = await checkout
+    assert r.status_code == 409, r.text
+    assert r.json() == {
+        "error": "order_cancelled",
+        "detail": "the order was cancelled during payment",
+        "order_id": oid,
+    }
+    assert (await client.post(f"{API}/checkout", json=body(card), headers=headers)).content == (
+        r.content
+    )
+    r = await client.get(f"{API}/orders/{oid}", headers=auth("customer"))
+    assert r.json()["status"] == "cancelled"
+    assert (r.json()["payment"]["status"], r.json()["payment"]["card_last4"]) == payment
+    assert await gateway_payments(app) == gateway_after
+    assert await stock_of(maker, cable) == [(50, 0), (50, 0)]
+    assert await cart_state(maker, user) == {"lines": {}, "reserved": {}}

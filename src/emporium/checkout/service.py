@@ -139,20 +139,10 @@ class CheckoutService:
             code = exc.code if isinstance(exc, PaymentDeclined) else "processing_error"
             if not isinstance(exc, PaymentDeclined):
                 log.error("checkout.payment_refused", order_id=order_id, error=str(exc))
-            async with UnitOfWork(self.maker) as session:
-                await orders.mark_payment_failed(
-                    session, order_id, code, user, self.reservation_ttl
-                )
-                response = StoredResponse(
-                    402,
-                    {
-                        "error": "payment_declined",
-                        "detail": "the card was declined",
-                        "decline_code": code,
-                        "order": await self._order(session, order_id),
-                    },
-                )
-                await idem.complete(session, user.id, key, response, order_id)
+            try:
+                response = await self._declined(user, key, order_id, code)
+            except InvalidTransition:
+                response = await self._cancelled_meanwhile(user, key, order_id, None)
             await idem.remember(user.id, key, digest, response)
             return response
 
@@ -163,28 +153,51 @@ class CheckoutService:
         try:
             await self.mark_paid(order, charge_id, user, Answer(user.id, key, 201, response.body))
         except InvalidTransition:
-            # Cancelled while the card was being charged: the money goes back.
-            response = StoredResponse(
-                409,
-                {
-                    "error": "order_cancelled",
-                    "detail": "the order was cancelled during payment",
-                    "order_id": order_id,
-                },
-            )
-            due = None
-            async with UnitOfWork(self.maker) as session:
-                payment = await session.scalar(
-                    select(Payment).where(Payment.order_id == order_id).with_for_update()
-                )
-                if payment is not None and charge_id is not None:
-                    due = refunds.owe(payment, charge_id)
-                await idem.complete(session, user.id, key, response, order_id)
-            if due is not None:
-                await refunds.settle(self.maker, self.gateway, due, user)
+            response = await self._cancelled_meanwhile(user, key, order_id, charge_id)
             await idem.remember(user.id, key, digest, response)
         if response.status == 201:
             CHECKOUT_SUCCESS.inc()
+        return response
+
+    async def _declined(self, user: User, key: str, order_id: int, code: str) -> StoredResponse:
+        """The payment failed: the held units go back to the cart, and the key answers 402."""
+        async with UnitOfWork(self.maker) as session:
+            await orders.mark_payment_failed(session, order_id, code, user, self.reservation_ttl)
+            response = StoredResponse(
+                402,
+                {
+                    "error": "payment_declined",
+                    "detail": "the card was declined",
+                    "decline_code": code,
+                    "order": await self._order(session, order_id),
+                },
+            )
+            await self.idempotency.complete(session, user.id, key, response, order_id)
+        return response
+
+    async def _cancelled_meanwhile(
+        self, user: User, key: str, order_id: int, charge_id: str | None
+    ) -> StoredResponse:
+        """The order was cancelled while the card was charged: a charge goes back, and the
+        key answers 409 for good."""
+        response = StoredResponse(
+            409,
+            {
+                "error": "order_cancelled",
+                "detail": "the order was cancelled during payment",
+                "order_id": order_id,
+            },
+        )
+        due = None
+        async with UnitOfWork(self.maker) as session:
+            payment = await session.scalar(
+                select(Payment).where(Payment.order_id == order_id).with_for_update()
+            )
+            if payment is not None and charge_id is not None:
+                due = refunds.owe(payment, charge_id)
+            await self.idempotency.complete(session, user.id, key, response, order_id)
+        if due is not None:
+            await refunds.settle(self.maker, self.gateway, due, user)
         return response
 
     async def mark_paid(
