@@ -163,18 +163,18 @@ def _order_items_indexes(dsn: str) -> list[str]:
     return [r["indexdef"] for r in rows]
 
 
-REFUNDS_OWED_0018 = [
-    "CREATE INDEX ix_payments_refund_pending ON public.payments USING btree (updated_at)"
-    " WHERE ((status)::text = 'refund_pending'::text)"
+UNSETTLED_0018 = [
+    "CREATE INDEX ix_payments_unsettled ON public.payments USING btree (updated_at)"
+    " WHERE ((status)::text = ANY ((ARRAY['refund_pending'::character varying,"
+    " 'void_pending'::character varying])::text[]))"
 ]
 
 
-def _refunds_owed_index(dsn: str) -> list[str]:
+def _unsettled_index(dsn: str) -> list[str]:
     rows = asyncio.run(
         _query(
             dsn,
-            "SELECT indexdef FROM pg_indexes"
-            " WHERE indexname = 'ix_payments_refund_pending' ORDER BY 1",
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_payments_unsettled' ORDER BY 1",
         )
     )
     return [r["indexdef"] for r in rows]
@@ -186,7 +186,7 @@ def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     upgrade(url)
     version, tables, delete = _state(scratch)
     assert version == "0018"
-    assert _refunds_owed_index(scratch) == REFUNDS_OWED_0018
+    assert _unsettled_index(scratch) == UNSETTLED_0018
     assert _order_items_indexes(scratch) == ORDER_ITEMS_INDEXES_0016
     assert _functions(scratch, "checkout_place_many") == 1
     assert _answer_storage(scratch) == ("json", True)
@@ -196,7 +196,7 @@ def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
 
     command.downgrade(cfg, "0017")
     assert _state(scratch) == ("0017", tables, delete)
-    assert _refunds_owed_index(scratch) == []
+    assert _unsettled_index(scratch) == []
 
     command.downgrade(cfg, "0016")
     assert _state(scratch) == ("0016", tables, delete)
@@ -253,7 +253,7 @@ def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
 
     upgrade(url)
     assert _state(scratch) == ("0018", tables, delete)
-    assert _refunds_owed_index(scratch) == REFUNDS_OWED_0018
+    assert _unsettled_index(scratch) == UNSETTLED_0018
     assert _order_items_indexes(scratch) == ORDER_ITEMS_INDEXES_0016
     assert _functions(scratch, "checkout_place_many") == 1
     assert _answer_storage(scratch) == ("json", True)

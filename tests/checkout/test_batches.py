@@ -19,7 +19,7 @@ from emporium.checkout.service import CheckoutService
 from emporium.kit.db import transaction
 from emporium.models import AuditLog, IdempotencyKey, Order, OutboxEvent, Stock, User
 from emporium.order.repository import Answer, Capture
-from emporium.order.service import CartEmpty, Checkout, orders
+from emporium.order.service import CartEmpty, Checkout, cancelled_during_payment, orders
 from tests.checkout.helpers import (
     ADDRESS,
     DECLINED,
@@ -182,7 +182,8 @@ async def test_one_statement_pays_several_orders_and_skips_one_not_pending(
         )
         assert events == [str(first), str(second)]
         keys = dict((await s.execute(select(IdempotencyKey.key, IdempotencyKey.state))).all())
-        assert keys == {"b-1": "completed", "b-2": "completed", "b-3": "processing"}
+        # The cancel gave the third checkout its final answer; paying it changed nothing.
+        assert keys == {"b-1": "completed", "b-2": "completed", "b-3": "completed"}
         answers = (
             await s.execute(
                 select(
@@ -198,6 +199,7 @@ async def test_one_statement_pays_several_orders_and_skips_one_not_pending(
         assert answers == [
             ("b-1", 201, {"id": first, "status": "paid"}, first),
             ("b-2", 201, {"id": second, "status": "paid"}, second),
+            ("b-3", 409, cancelled_during_payment(third), third),
         ]
         timeline = (
             await s.execute(

@@ -4,6 +4,7 @@ buyer cancels."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -13,7 +14,9 @@ from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from emporium.payment.gateway import Card, GatewayPayment, PaymentError
+from emporium.order.service import cancelled_during_payment
+from emporium.order.tasks import PaymentReconciler
+from emporium.payment.gateway import Card, GatewayPayment, PaymentError, PaymentUnavailable
 from emporium.payment.resilience import CircuitBreaker, ResilientGateway
 from emporium.payment.simulated import SimulatedGateway
 from tests.checkout.helpers import (
@@ -182,3 +185,105 @@ async def test_an_order_cancelled_while_its_card_is_charged_answers_409_for_good
     assert await gateway_payments(app) == gateway_after
     assert await stock_of(maker, cable) == [(50, 0), (50, 0)]
     assert await cart_state(maker, user) == {"lines": {}, "reserved": {}}
+
+
+class _Silent:
+    """A gateway whose charges time out: their outcome is unknown to the checkout."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def charge(self, **kwargs: Any) -> Any:
+        raise PaymentUnavailable("timed out")
+
+
+async def _unknown_outcome(
+    app: FastAPI, client: AsyncClient, catalog: dict[str, Any], maker: Any, key: str
+) -> int:
+    """A checkout whose charge timed out; its order is left pending_payment."""
+    gateway = app.state.checkout.gateway
+    use_gateway(app, _Silent(gateway))
+    await fill_cart(maker, catalog["user"]["customer"], {catalog["product"]["cable"]: 2})
+    headers = {**auth("customer"), "Idempotency-Key": key}
+    r = await client.post(f"{API}/checkout", json=body(), headers=headers)
+    assert (r.status_code, r.json()["error"]) == (503, "payment_unavailable")
+    use_gateway(app, gateway)
+    return int(r.json()["order_id"])
+
+
+async def _land_late_charge(app: FastAPI, order_id: int) -> None:
+    """The timed-out request reaches the gateway after all."""
+    card = Card(number=VISA["card_number"], exp=VISA["exp"], cvc=VISA["cvc"])
+    await app.state.gateway.charge(
+        idempotency_key=f"order-{order_id}", amount=Decimal("25.98"), currency="USD", card=card
+    )
+
+
+async def _payment_status(client: AsyncClient, order_id: int) -> tuple[str, str]:
+    r = await client.get(f"{API}/orders/{order_id}", headers=auth("customer"))
+    return r.json()["status"], r.json()["payment"]["status"]
+
+
+async def test_a_charge_landing_after_the_buyer_cancelled_is_refunded(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    oid = await _unknown_outcome(app, client, catalog, maker, "late-1")
+    r = await client.post(f"{API}/orders/{oid}/cancel", headers=auth("customer"))
+    assert (r.status_code, r.json()["payment"]["status"]) == (200, "void_pending")
+    assert await stock_of(maker, catalog["product"]["cable"]) == [(50, 0), (50, 0)]
+    # The checkout's key has its final answer: replays are not told to wait.
+    headers = {**auth("customer"), "Idempotency-Key": "late-1"}
+    r = await client.post(f"{API}/checkout", json=body(), headers=headers)
+    assert (r.status_code, r.json()) == (409, cancelled_during_payment(oid))
+
+    reconciler = PaymentReconciler(maker, app.state.gateway, stale_after=timedelta(0))
+    assert await reconciler.run_once() == {}  # nothing at the gateway yet: still watched
+    assert await _payment_status(client, oid) == ("cancelled", "void_pending")
+    await _land_late_charge(app, oid)
+    assert await gateway_payments(app) == [("captured", Decimal("25.98"), Decimal("0"))]
+    assert await reconciler.run_once() == {"void:refunded": 1}
+    assert await reconciler.run_once() == {}
+    assert await gateway_payments(app) == [("refunded", Decimal("25.98"), Decimal("25.98"))]
+    assert await _payment_status(client, oid) == ("cancelled", "refunded")
+
+
+async def test_a_charge_landing_after_the_reconciler_cancelled_is_refunded(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    oid = await _unknown_outcome(app, client, catalog, maker, "late-2")
+    reconciler = PaymentReconciler(maker, app.state.gateway, stale_after=timedelta(0))
+    assert await reconciler.run_once() == {"cancelled": 1}  # no charge found, for now
+    assert await _payment_status(client, oid) == ("cancelled", "void_pending")
+    await _land_late_charge(app, oid)
+    assert await reconciler.run_once() == {"void:refunded": 1}
+    assert await gateway_payments(app) == [("refunded", Decimal("25.98"), Decimal("25.98"))]
+    assert await _payment_status(client, oid) == ("cancelled", "refunded")
+
+
+async def test_a_watched_payment_with_no_charge_is_void_after_the_horizon(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    oid = await _unknown_outcome(app, client, catalog, maker, "late-3")
+    r = await client.post(f"{API}/orders/{oid}/cancel", headers=auth("customer"))
+    assert r.json()["payment"]["status"] == "void_pending"
+    watching = PaymentReconciler(maker, app.state.gateway, stale_after=timedelta(0))
+    assert await watching.run_once() == {}
+    done = PaymentReconciler(
+        maker, app.state.gateway, stale_after=timedelta(0), void_horizon=timedelta(0)
+    )
+    assert await done.run_once() == {"void:voided": 1}
+    assert await done.run_once() == {}
+    assert await _payment_status(client, oid) == ("cancelled", "voided")
+    assert await gateway_payments(app) == []

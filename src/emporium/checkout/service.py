@@ -29,7 +29,7 @@ from emporium.order.errors import InvalidTransition
 from emporium.order.metrics import CHECKOUT_ATTEMPTS, CHECKOUT_SUCCESS
 from emporium.order.queries import build, serialize
 from emporium.order.repository import Answer, Capture
-from emporium.order.service import Checkout, orders
+from emporium.order.service import Checkout, cancelled_during_payment, orders
 from emporium.order.state import OrderStatus
 from emporium.payment.errors import PaymentUnavailableError
 from emporium.payment.gateway import (
@@ -180,14 +180,7 @@ class CheckoutService:
     ) -> StoredResponse:
         """The order was cancelled while the card was charged: a charge goes back, and the
         key answers 409 for good."""
-        response = StoredResponse(
-            409,
-            {
-                "error": "order_cancelled",
-                "detail": "the order was cancelled during payment",
-                "order_id": order_id,
-            },
-        )
+        response = StoredResponse(409, cancelled_during_payment(order_id))
         due = None
         async with UnitOfWork(self.maker) as session:
             payment = await session.scalar(
@@ -195,6 +188,8 @@ class CheckoutService:
             )
             if payment is not None and charge_id is not None:
                 due = refunds.owe(payment, charge_id)
+            elif payment is not None and payment.status == refunds.VOID_PENDING:
+                payment.status = "voided"  # declined: the gateway took nothing
             await self.idempotency.complete(session, user.id, key, response, order_id)
         if due is not None:
             await refunds.settle(self.maker, self.gateway, due, user)

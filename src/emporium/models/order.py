@@ -154,11 +154,11 @@ class Payment(Timestamps, Base):
     __table_args__ = (
         UniqueConstraint("idempotency_key", name="uq_payments_idempotency_key"),
         CheckConstraint("amount >= 0", name="amount_non_negative"),
-        # The refunds still owed, for the reconciler (migration 0018).
+        # The payments still to settle after a cancel, for the reconciler (migration 0018).
         Index(
-            "ix_payments_refund_pending",
+            "ix_payments_unsettled",
             "updated_at",
-            postgresql_where=text("status = 'refund_pending'"),
+            postgresql_where=text("status IN ('refund_pending', 'void_pending')"),
         ),
     )
 
@@ -169,7 +169,8 @@ class Payment(Timestamps, Base):
     gateway: Mapped[str] = mapped_column(String(50), nullable=False)
     idempotency_key: Mapped[str] = mapped_column(String(255), nullable=False)
     gateway_payment_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    # pending | captured | failed | voided | refund_pending | refunded | refund_failed
+    # pending | captured | failed | void_pending | voided | refund_pending | refunded |
+    # refund_failed
     status: Mapped[str] = mapped_column(String(20), nullable=False)
     amount: Mapped[Decimal] = mapped_column(Numeric(14, 2), nullable=False)
     currency: Mapped[str] = mapped_column(String(3), nullable=False, server_default="USD")

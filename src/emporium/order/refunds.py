@@ -5,12 +5,18 @@ so money goes back only for an order that really is cancelled. The captured paym
 then ``refund_pending``, and the refund runs outside any transaction. One the gateway
 cannot take now stays pending for the reconciler to retry; one it refuses becomes
 ``refund_failed``, with an audit row and an error in the log, for an operator to settle.
+
+An order cancelled while its payment was under way (the buyer cancelled after a timeout,
+or the reconciler found no charge) may still be charged: a request the gateway took late.
+Its payment is ``void_pending`` and the reconciler asks the gateway about it round after
+round: a charge found is refunded (voided if only authorized); after the watch's horizon,
+or when the gateway says it declined, the payment is ``voided``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy import select
@@ -24,12 +30,14 @@ from emporium.payment.gateway import (
     PaymentError,
     PaymentGateway,
     PaymentNotFound,
+    PaymentStatus,
     PaymentUnavailable,
 )
 
 log = structlog.get_logger(__name__)
 
 PENDING, REFUNDED, FAILED = "refund_pending", "refunded", "refund_failed"
+VOID_PENDING, VOIDED = "void_pending", "voided"
 
 
 @dataclass(frozen=True)
@@ -98,4 +106,61 @@ async def settle(
             new={"status": status, "amount": payment.amount, "reason": reason},
         )
     REFUNDS.labels(status).inc()
+    return status
+
+
+@dataclass(frozen=True)
+class Watched:
+    """A cancelled order's payment whose outcome at the gateway is not known yet."""
+
+    payment_id: int
+    order_id: int
+    key: str
+    since: datetime
+
+
+async def unsettled(
+    maker: async_sessionmaker[AsyncSession], *, before: datetime, limit: int
+) -> list[Watched]:
+    """Watched payments not looked at since before ``before``, longest unseen first."""
+    async with maker() as session:
+        rows = await session.execute(
+            select(Payment.id, Payment.order_id, Payment.idempotency_key, Payment.created_at)
+            .where(Payment.status == VOID_PENDING, Payment.updated_at < before)
+            .order_by(Payment.updated_at)
+            .limit(limit)
+        )
+        return [Watched(*row) for row in rows.all()]
+
+
+async def check_void(
+    maker: async_sessionmaker[AsyncSession],
+    gateway: PaymentGateway,
+    watched: Watched,
+    *,
+    final: bool,
+) -> str:
+    """Ask the gateway about a watched payment and settle what it says; returns the
+    payment's status (``void_pending`` while nothing is known and ``final`` is false)."""
+    charge = await gateway.get_by_idempotency_key(watched.key)
+    if charge is not None and charge.status == PaymentStatus.authorized:
+        charge = await gateway.void(charge.id)
+    async with UnitOfWork(maker) as session:
+        payment = await session.get(Payment, watched.payment_id, with_for_update=True)
+        if payment is None or payment.status != VOID_PENDING:
+            return payment.status if payment is not None else VOIDED  # settled meanwhile
+        due = None
+        if charge is not None and charge.status == PaymentStatus.captured:
+            log.warning("payment.late_charge", order_id=watched.order_id, charge=charge.id)
+            due = owe(payment, charge.id)
+        elif charge is not None and charge.status == PaymentStatus.refunded:
+            payment.gateway_payment_id, payment.status = charge.id, REFUNDED
+        elif charge is not None or final:
+            # Declined or voided at the gateway, or nothing came within the horizon.
+            payment.status = VOIDED
+        else:
+            payment.updated_at = datetime.now(UTC)  # looked at: the others come first
+        status = payment.status
+    if due is not None:
+        return await settle(maker, gateway, due, None)
     return status

@@ -46,6 +46,15 @@ from emporium.order.repository import Answer, Capture, OrderRepository, OrderWri
 from emporium.order.state import CANCELLABLE, OrderStatus, check_transition
 
 
+def cancelled_during_payment(order_id: int) -> dict[str, Any]:
+    """A checkout's final answer when its order was cancelled before it was paid."""
+    return {
+        "error": "order_cancelled",
+        "detail": "the order was cancelled during payment",
+        "order_id": order_id,
+    }
+
+
 class CartEmpty(Conflict):
     code = "cart_empty"
 
@@ -442,13 +451,21 @@ class OrderService:
         return order
 
     async def cancel(
-        self, session: AsyncSession, actor: User | None, order_id: int, note: str
+        self,
+        session: AsyncSession,
+        actor: User | None,
+        order_id: int,
+        note: str,
+        answer: dict[str, Any] | None = None,
     ) -> tuple[Order, RefundDue | None]:
         """Cancel before shipping: held units are released, taken units restocked.
 
         A captured charge becomes owed back: the caller settles the returned refund at the
         gateway once this has committed (``order.refunds``), so the refund follows a
-        cancel that happened, never one a concurrent shipment beat.
+        cancel that happened, never one a concurrent shipment beat. An order cancelled
+        while its payment is under way gets its checkout's final answer (``answer``, by
+        default 409 ``order_cancelled``), and its payment is watched for a charge that
+        lands later (``void_pending``).
         """
         order = await self.lock(session, order_id)
         if order.status not in CANCELLABLE:
@@ -467,9 +484,15 @@ class OrderService:
             self._stock_audit(session, actor, taken, "inventory.adjusted", sign=1)
             if payment is not None and payment.status == "captured":
                 due = refunds.owe(payment)
-        elif payment is not None and payment.status == "pending":
-            # Nothing was captured; a charge that lands later is refunded by the checkout.
-            payment.status = "voided"
+        else:
+            if payment is not None and payment.status == "pending":
+                # Unknown at the gateway yet: the reconciler refunds a charge that lands.
+                payment.status = refunds.VOID_PENDING
+            if order.idempotency_key:
+                body = answer or cancelled_during_payment(order.id)
+                await OrderWrites.from_session(session).answer(
+                    Answer(order.user_id, order.idempotency_key, 409, body), order.id
+                )
         audit.record(
             session,
             actor=actor,

@@ -4,7 +4,8 @@ A crash (or a gateway timeout) between charging and recording leaves such an ord
 reconciler asks the gateway for the payment by the order's idempotency key: a charge is
 completed into a paid order; no charge means the order is cancelled and its stock released.
 It also retries the refunds of cancelled orders that the gateway could not take at the
-time (``order.refunds``).
+time, and watches the payments of orders cancelled before their outcome was known, to
+refund a charge that lands late (``order.refunds``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class PaymentReconciler(PeriodicJob):
         gateway: PaymentGateway,
         *,
         stale_after: timedelta = timedelta(seconds=90),
+        void_horizon: timedelta = timedelta(hours=1),
         interval_seconds: float = 30.0,
         batch: int = 100,
         cache: Cache | None = None,
@@ -46,6 +48,8 @@ class PaymentReconciler(PeriodicJob):
         self.maker = maker
         self.gateway = gateway
         self.stale_after = stale_after
+        # How long a cancelled order's payment is watched for a charge that lands late.
+        self.void_horizon = void_horizon
         self.batch = batch
         self.idempotency = IdempotencyStore(cache)
 
@@ -76,7 +80,6 @@ class PaymentReconciler(PeriodicJob):
                 )
                 outcome = OrderStatus.paid.value
             else:
-                await orders.cancel(session, None, order_id, "payment not completed")
                 answer = StoredResponse(
                     409,
                     {
@@ -84,6 +87,9 @@ class PaymentReconciler(PeriodicJob):
                         "detail": "the payment did not go through; the order was cancelled",
                         "order_id": order_id,
                     },
+                )
+                await orders.cancel(
+                    session, None, order_id, "payment not completed", answer=answer.body
                 )
                 outcome = OrderStatus.cancelled.value
             if order.idempotency_key:
@@ -107,9 +113,22 @@ class PaymentReconciler(PeriodicJob):
                 continue
             outcome[status] = outcome.get(status, 0) + 1
             log.info("reconciler.settled", order_id=order_id, status=status)
-        before = datetime.now(UTC) - self.stale_after
+        now = datetime.now(UTC)
+        before = now - self.stale_after
         for due in await refunds.owed(self.maker, before=before, limit=self.batch):
             status = await refunds.settle(self.maker, self.gateway, due, None)
             if status != refunds.PENDING:
                 outcome[f"refund:{status}"] = outcome.get(f"refund:{status}", 0) + 1
+        for watched in await refunds.unsettled(self.maker, before=before, limit=self.batch):
+            try:
+                status = await refunds.check_void(
+                    self.maker, self.gateway, watched, final=watched.since < now - self.void_horizon
+                )
+            except PaymentError as exc:  # gateway still down: try again next round
+                log.warning(
+                    "reconciler.gateway_unavailable", order_id=watched.order_id, error=repr(exc)
+                )
+                continue
+            if status != refunds.VOID_PENDING:
+                outcome[f"void:{status}"] = outcome.get(f"void:{status}", 0) + 1
         return outcome
