@@ -106,6 +106,14 @@ class CartRepository(Repository):
             stmt = stmt.where(Reservation.product_id == product_id)
         return list(await self.session.scalars(stmt.order_by(Reservation.id)))
 
+    async def lock_reservations(self, cart_id: int) -> None:
+        await self.session.execute(
+            select(Reservation.id)
+            .where(Reservation.cart_id == cart_id)
+            .order_by(Reservation.id)
+            .with_for_update()
+        )
+
     async def move_reservations(self, from_cart_id: int, to_cart_id: int) -> None:
         await self.session.execute(
             update(Reservation)

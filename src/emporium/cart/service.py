@@ -357,8 +357,10 @@ async def remove_item(session: AsyncSession, owner: CartOwner, product_id: int) 
 async def merge_guest_cart(session: AsyncSession, request: Request, user: User) -> None:
     """Login hook: move the guest cart's lines and reservations into the user's cart.
 
-    Quantities of the same product are summed; reservations keep their warehouses and
-    expiry and only change cart, so no stock moves.
+    Quantities of the same product are summed, up to the line limit. The reservations
+    kept keep their warehouses and expiry and only change cart; guest units past the
+    limit are released (newest holds first, as when a line is lowered) rather than
+    refused: a login never fails because of a cart.
     """
     token = request.cookies.get(CART_COOKIE)
     if not token:
@@ -368,9 +370,28 @@ async def merge_guest_cart(session: AsyncSession, request: Request, user: User) 
     if guest is None:
         return
     target = await repo.for_user(user.id)
-    # Reservations first (they are locked before cart lines everywhere), then the lines.
-    await repo.move_reservations(guest.id, target.id)
+    # Reservations first (they are locked before stock and cart lines everywhere): once
+    # locked, the expiry job cannot shrink the guest lines read below.
+    await repo.lock_reservations(guest.id)
+    merged: list[tuple[int, int]] = []
     for product_id, quantity in await repo.raw_lines(guest.id):
+        # With the user's cart locked only the expiry job can change its line, and only
+        # downwards: the room read here never lets the sum pass the limit.
+        held = await repo.line_quantity(target.id, product_id) or 0
+        room = max(schemas.MAX_LINE_QUANTITY - held, 0)
+        if quantity > room:
+            await release_units(
+                session,
+                cart_id=guest.id,
+                product_id=product_id,
+                quantity=quantity - room,
+                actor=user,
+            )
+            quantity = room
+        if quantity > 0:
+            merged.append((product_id, quantity))
+    await repo.move_reservations(guest.id, target.id)
+    for product_id, quantity in merged:
         await repo.add_to_line(target.id, product_id, quantity)
     await repo.delete(guest.id)
     await session.flush()
