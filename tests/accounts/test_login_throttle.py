@@ -116,6 +116,22 @@ async def test_guesses_from_many_addresses_meet_the_account_wide_limit(
     assert await logins(maker) == 0
 
 
+async def test_guesses_refused_at_their_address_never_lock_the_owner_out(
+    app: FastAPI, client: AsyncClient, maker: async_sessionmaker[AsyncSession]
+) -> None:
+    await register(client, "cy@example.com")
+    statuses = [
+        (await login(client, "cy@example.com", f"guess {n}")).status_code for n in range(20)
+    ]
+    # Three failures, then refused at this address: only those three reach the account.
+    assert statuses == [401] * 3 + [429] * 17
+    assert await app.state.cache.client.get(email_key(app, "cy@example.com")) == b"3"
+    async with elsewhere(app) as owner:
+        r = await login(owner, "cy@example.com", PASSWORD)
+    assert r.status_code == 200, r.text
+    assert await logins(maker) == 1
+
+
 async def test_a_refused_attempt_does_not_extend_the_window(
     app: FastAPI, client: AsyncClient
 ) -> None:

@@ -24,7 +24,9 @@ it creates its session there.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import cast
 
 import structlog
 from prometheus_client import Counter
@@ -77,6 +79,22 @@ async def _count(cache: Cache, limits: list[tuple[str, int]], window_seconds: in
     return max(1, *waits) if waits else None
 
 
+# Count an attempt under the address's keys (KEYS[2..], limits ARGV[3..]) and, only if
+# none refuses it, under the account's (KEYS[1], limit ARGV[2]); one atomic step, so
+# parallel guesses cannot slip past a limit together. Returns the seconds to wait, or 0.
+_STAGED = """
+local window, wait = tonumber(ARGV[1]), 0
+local function bump(key, limit)
+    local n = redis.call('INCR', key)
+    if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, window) end
+    if n > tonumber(limit) then wait = math.max(wait, redis.call('TTL', key), 1) end
+end
+for i = 2, #KEYS do bump(KEYS[i], ARGV[i + 1]) end
+if wait == 0 then bump(KEYS[1], ARGV[2]) end
+return wait
+"""
+
+
 @dataclass(frozen=True)
 class LoginThrottle:
     cache: Cache
@@ -97,19 +115,22 @@ class LoginThrottle:
 
     async def attempt(self, email: str, ip: str | None) -> None:
         """Count this attempt, or refuse it with TooManyLoginAttempts."""
-        limits = [
-            (self._pair_key(email, ip), self.max_failures),
-            (self._email_key(email), self.max_per_account),
-        ]
+        keys = [self._email_key(email), self._pair_key(email, ip)]
+        limits = [self.max_per_account, self.max_failures]
         if ip:
-            limits.append((self._ip_key(ip), self.max_per_ip))
-        retry_after = await _count(self.cache, limits, self.window_seconds)
-        if retry_after is not None:
-            log.warning("login_throttle.refused", retry_after=retry_after)
+            keys.append(self._ip_key(ip))
+            limits.append(self.max_per_ip)
+        args = [str(n) for n in (self.window_seconds, *limits)]
+        try:
+            call = self.cache.client.eval(_STAGED, len(keys), *keys, *args)
+            wait = int(await cast(Awaitable[int], call))
+        except (ValkeyError, OSError) as exc:
+            log.warning("attempt_limit.unavailable", error=str(exc))
+            return
+        if wait:
+            log.warning("login_throttle.refused", retry_after=wait)
             REFUSED.labels("login").inc()
-            raise TooManyLoginAttempts(
-                "too many failed logins; try again later", retry_after=retry_after
-            )
+            raise TooManyLoginAttempts("too many failed logins; try again later", retry_after=wait)
 
     async def succeeded(self, email: str, ip: str | None) -> None:
         try:
