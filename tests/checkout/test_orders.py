@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from httpx import AsyncClient
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,6 +22,10 @@ from tests.checkout.helpers import ADDRESS, body, fill_cart, gateway_payments, s
 from tests.fixtures import auth
 
 API = "/api/v1"
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def _paid_order(
@@ -127,10 +132,12 @@ async def test_ship_deliver_refund_with_restock(
     )
     assert (r.status_code, r.json()["error"]) == (422, "invalid_input")
     assert await stock_of(maker, sony) == [(0, 0), (3, 0)]
+    refunds = _sample("refunds_total", status="refunded")
     r = await client.post(
         f"{API}/orders/{oid}/refund", json={"restock": True}, headers=auth("acme")
     )
     assert (r.json()["status"], r.json()["payment"]) == ("refunded", None)  # the buyer's
+    assert _sample("refunds_total", status="refunded") == refunds + 1
     assert await stock_of(maker, sony) == [(10, 0), (5, 0)]
     r = await client.get(f"{API}/orders/{oid}", headers=auth("customer"))
     assert r.json()["payment"]["status"] == "refunded"
@@ -207,8 +214,10 @@ async def test_reconciler_completes_a_charged_order_and_cancels_an_uncharged_one
     assert await stock_of(maker, cable) == [(50, 2), (50, 0)]
 
     reconciler = PaymentReconciler(maker, gateway, stale_after=timedelta(0))
+    succeeded = _sample("checkout_success_total")
     assert await reconciler.run_once() == {"paid": 1, "cancelled": 1}
     assert await reconciler.run_once() == {}
+    assert _sample("checkout_success_total") == succeeded + 1  # the paid one
     statuses = {
         o: (await client.get(f"{API}/orders/{o}", headers=auth("customer"))).json()["status"]
         for o in (charged, uncharged)

@@ -12,6 +12,7 @@ from emporium.kit.schemas import CleanStr
 from emporium.models import AuditLog, Payment
 from emporium.order import access, queries, refunds, schemas
 from emporium.order.errors import InvalidTransition, NothingToShip, NotOrderSeller, OrderNotFound
+from emporium.order.metrics import REFUNDS
 from emporium.order.service import orders
 from emporium.order.state import OrderStatus, check_transition
 from emporium.payment.errors import PaymentUnavailableError, RefundFailed
@@ -191,6 +192,7 @@ async def refund_order(
         check_transition(status, OrderStatus.refunded)
     if charge:
         await _refund(request, charge)
+        REFUNDS.labels("refunded").inc()
     async with UnitOfWork(request.app.state.sessionmaker) as uow:
         refunded = await orders.refund(uow, user, order_id, restock=bool(body and body.restock))
         return await access.staff_view(uow, user, await queries.serialize(uow, refunded))

@@ -16,4 +16,8 @@ CHECKOUT_BATCH = Histogram(
     ["statement"],
     buckets=(1, 2, 4, 8, 16, 32),
 )
-REFUNDS = Counter("refunds_total", "Refunds of cancelled orders settled at the gateway", ["status"])
+REFUNDS = Counter(
+    "refunds_total",
+    "Refunds at the gateway (cancelled and refunded orders), by outcome",
+    ["status"],
+)

@@ -22,6 +22,7 @@ from emporium.kit.db import UnitOfWork
 from emporium.kit.jobs import PeriodicJob
 from emporium.models import Order, Payment
 from emporium.order import refunds
+from emporium.order.metrics import CHECKOUT_SUCCESS
 from emporium.order.queries import serialize
 from emporium.order.service import orders
 from emporium.order.state import OrderStatus
@@ -79,6 +80,7 @@ class PaymentReconciler(PeriodicJob):
                     201, (await serialize(session, paid)).model_dump(mode="json")
                 )
                 outcome = OrderStatus.paid.value
+                CHECKOUT_SUCCESS.inc()  # the checkout answered 503; its order is paid now
             else:
                 answer = StoredResponse(
                     409,
