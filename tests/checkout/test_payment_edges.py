@@ -16,7 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.order.service import cancelled_during_payment
 from emporium.order.tasks import PaymentReconciler
-from emporium.payment.gateway import Card, GatewayPayment, PaymentError, PaymentUnavailable
+from emporium.payment.gateway import (
+    Card,
+    GatewayPayment,
+    GatewayUnreachable,
+    PaymentError,
+    PaymentTransientError,
+    PaymentUnavailable,
+)
 from emporium.payment.resilience import CircuitBreaker, ResilientGateway
 from emporium.payment.simulated import SimulatedGateway
 from tests.checkout.helpers import (
@@ -287,3 +294,72 @@ async def test_a_watched_payment_with_no_charge_is_void_after_the_horizon(
     assert await done.run_once() == {}
     assert await _payment_status(client, oid) == ("cancelled", "voided")
     assert await gateway_payments(app) == []
+
+
+class _Unreachable(SimulatedGateway):
+    """A gateway whose connections fail before a request is sent; the first ``then``
+    charges time out instead (the request may have got there)."""
+
+    def __init__(self, timeouts: int = 0) -> None:
+        super().__init__()
+        self.timeouts = timeouts
+        self.calls = 0
+
+    async def charge(
+        self, *, idempotency_key: str, amount: Decimal, currency: str, card: Card
+    ) -> GatewayPayment:
+        self.calls += 1
+        if self.calls <= self.timeouts:
+            raise PaymentTransientError("gateway timed out")
+        raise GatewayUnreachable("connection refused")
+
+
+async def test_a_gateway_never_reached_leaves_the_cart_as_it_was_and_the_key_free(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    gateway = app.state.checkout.gateway
+    down = _Unreachable()
+    use_gateway(app, ResilientGateway(down, CircuitBreaker(timeout=5, volume=100), backoff_base=0))
+    cable = catalog["product"]["cable"]
+    user = catalog["user"]["customer"]
+    await fill_cart(maker, user, {cable: 2})
+    before = (await cart_state(maker, user), await stock_of(maker, cable))
+    headers = {**auth("customer"), "Idempotency-Key": "down-1"}
+    r = await client.post(f"{API}/checkout", json=body(), headers=headers)
+    assert r.status_code == 503, r.text
+    assert r.json() == {
+        "error": "payment_unavailable",
+        "detail": "the payment service could not be reached; nothing was charged and the"
+        " cart is as it was",
+    }
+    assert down.calls == 3
+    assert (await cart_state(maker, user), await stock_of(maker, cable)) == before
+    # The same key, once the gateway is back, places and pays the order.
+    use_gateway(app, gateway)
+    r = await client.post(f"{API}/checkout", json=body(), headers=headers)
+    assert (r.status_code, r.json()["status"]) == (201, "paid")
+    assert await stock_of(maker, cable) == [(48, 0), (50, 0)]
+    r = await client.get(f"{API}/orders", headers=auth("customer"))
+    assert [o["status"] for o in r.json()["items"]] == ["paid", "payment_failed"]
+
+
+async def test_a_charge_that_may_have_got_there_stays_for_the_reconciler(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    down = _Unreachable(timeouts=1)  # a timeout, then refused connections
+    use_gateway(app, ResilientGateway(down, CircuitBreaker(timeout=5, volume=100), backoff_base=0))
+    cable = catalog["product"]["cable"]
+    await fill_cart(maker, catalog["user"]["customer"], {cable: 2})
+    headers = {**auth("customer"), "Idempotency-Key": "maybe-1"}
+    r = await client.post(f"{API}/checkout", json=body(), headers=headers)
+    assert (r.status_code, r.json()["error"]) == (503, "payment_unavailable")
+    assert r.json()["detail"] == "the payment service did not answer; the order is settled shortly"
+    assert down.calls == 3
+    assert await stock_of(maker, cable) == [(50, 2), (50, 0)]  # held by the pending order
+    assert await _payment_status(client, r.json()["order_id"]) == ("pending_payment", "pending")

@@ -315,9 +315,12 @@ async def test_failures_leave_the_rolling_window() -> None:
 async def test_retries_stop_when_the_breaker_opens() -> None:
     inner = SimulatedGateway()
     gw = resilient(inner, attempts=5, volume=2, error_threshold=0.5)
-    with pytest.raises(CircuitOpen):
+    with pytest.raises(PaymentUnavailable) as exc_info:
         await authorize(gw, CARD_PROCESSING_ERROR)
     assert inner.calls["authorize"] == 2
+    # The two calls got to the gateway: not "not attempted", though the breaker refused the third.
+    assert type(exc_info.value) is PaymentUnavailable
+    assert isinstance(exc_info.value.__cause__, CircuitOpen)
 
 
 async def test_failed_trial_reopens() -> None:

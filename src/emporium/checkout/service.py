@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 import structlog
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.checkout.batches import CheckoutBatches
@@ -23,7 +23,7 @@ from emporium.checkout.idempotency import IdempotencyStore, StoredResponse
 from emporium.checkout.schemas import CheckoutRequest
 from emporium.kit.db import UnitOfWork
 from emporium.kit.logging import client_ip, correlation_id
-from emporium.models import Order, OrderItem, Payment, User
+from emporium.models import IdempotencyKey, Order, OrderItem, Payment, User
 from emporium.order import refunds, schemas
 from emporium.order.errors import InvalidTransition
 from emporium.order.metrics import CHECKOUT_ATTEMPTS, CHECKOUT_SUCCESS
@@ -37,6 +37,7 @@ from emporium.payment.gateway import (
     PaymentDeclined,
     PaymentError,
     PaymentGateway,
+    PaymentNotAttempted,
     PaymentUnavailable,
 )
 from emporium.payment.resilience import gateway_retry_after
@@ -122,6 +123,23 @@ class CheckoutService:
                     idempotency_key=gateway_key, amount=amount, currency=currency, card=card
                 )
                 charge_id = captured.id
+        except PaymentNotAttempted:
+            # Certainly nothing was charged: undo the checkout, as if the breaker had
+            # refused it before the order was placed; the same key can be sent again.
+            log.warning("checkout.payment_not_attempted", order_id=order_id)
+            try:
+                await self._not_charged(user, key, order_id)
+            except InvalidTransition:
+                response = await self._cancelled_meanwhile(user, key, order_id, None)
+                await idem.remember(user.id, key, digest, response)
+                return response
+            await idem.forget(user.id, key)
+            wait = gateway_retry_after(self.gateway)
+            raise PaymentUnavailableError(
+                "the payment service could not be reached; nothing was charged and the cart"
+                " is as it was",
+                **({} if wait is None else {"retry_after": wait}),
+            ) from None
         except PaymentUnavailable:
             # The outcome at the gateway is unknown. The key stays "processing" until the
             # reconciler settles the order and records the final answer for replays.
@@ -174,6 +192,18 @@ class CheckoutService:
             )
             await self.idempotency.complete(session, user.id, key, response, order_id)
         return response
+
+    async def _not_charged(self, user: User, key: str, order_id: int) -> None:
+        """The held units go back to the cart and the key is let go, in one transaction."""
+        async with UnitOfWork(self.maker) as session:
+            await orders.mark_payment_failed(
+                session, order_id, "payment_unavailable", user, self.reservation_ttl
+            )
+            await session.execute(
+                delete(IdempotencyKey).where(
+                    IdempotencyKey.user_id == user.id, IdempotencyKey.key == key
+                )
+            )
 
     async def _cancelled_meanwhile(
         self, user: User, key: str, order_id: int, charge_id: str | None

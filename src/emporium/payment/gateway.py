@@ -55,8 +55,16 @@ class PaymentUnavailable(PaymentError):
     """The gateway cannot be reached: breaker open, or retries exhausted."""
 
 
+class PaymentNotAttempted(PaymentUnavailable):
+    """The gateway cannot be reached, and no attempt got to it: nothing was charged."""
+
+
 class PaymentTransientError(PaymentError):
     """A processing error, timeout or network fault that a retry may cure."""
+
+
+class GatewayUnreachable(PaymentTransientError):
+    """The connection failed before the request was sent."""
 
 
 class PaymentNotFound(PaymentError):

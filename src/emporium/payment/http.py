@@ -11,6 +11,7 @@ import httpx
 from emporium.payment.gateway import (
     Card,
     GatewayPayment,
+    GatewayUnreachable,
     IdempotencyConflict,
     PaymentDeclined,
     PaymentError,
@@ -62,6 +63,8 @@ class HttpGateway:
     ) -> GatewayPayment | None:
         try:
             response = await self._client.request(method, path, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise GatewayUnreachable(f"gateway unreachable: {exc!r}") from exc
         except httpx.TimeoutException as exc:
             raise PaymentTransientError(f"gateway timed out: {exc!r}") from exc
         except httpx.TransportError as exc:

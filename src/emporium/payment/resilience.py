@@ -32,8 +32,10 @@ from tenacity import (
 from emporium.payment.gateway import (
     Card,
     GatewayPayment,
+    GatewayUnreachable,
     PaymentError,
     PaymentGateway,
+    PaymentNotAttempted,
     PaymentTransientError,
     PaymentUnavailable,
 )
@@ -56,8 +58,13 @@ class BreakerState(IntEnum):
     half_open = 2
 
 
-class CircuitOpen(PaymentUnavailable):
+class CircuitOpen(PaymentNotAttempted):
     """Rejected without calling the gateway because the breaker is open."""
+
+
+def _unavailable(op: str, *, reached: bool) -> PaymentUnavailable:
+    kind = PaymentUnavailable if reached else PaymentNotAttempted
+    return kind(f"payment gateway unavailable during {op}")
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -229,7 +236,7 @@ class ResilientGateway:
             return await self.breaker.call(fn)
         except (PaymentTransientError, TimeoutError) as exc:
             if not retry or self.attempts < 2:
-                raise PaymentUnavailable(f"payment gateway unavailable during {op}") from exc
+                raise _unavailable(op, reached=not isinstance(exc, GatewayUnreachable)) from exc
             first = exc
         return await self._retry(op, fn, first, deadline)
 
@@ -254,6 +261,18 @@ class ResilientGateway:
             reraise=True,
         )
         pending: Exception | None = first
+        # Whether any attempt may have got to the gateway: only if none did is it certain
+        # that nothing was charged.
+        reached = not isinstance(first, GatewayUnreachable)
+
+        async def tracked() -> T:
+            nonlocal reached
+            try:
+                return await fn()
+            except BaseException as exc:  # a timeout cancels the call mid-request
+                reached = reached or not isinstance(exc, GatewayUnreachable)
+                raise
+
         try:
             async for attempt in retrying:
                 with attempt:
@@ -263,9 +282,13 @@ class ResilientGateway:
                     # Cut short at the deadline, the attempt ends as a caller giving up
                     # does: the breaker counts no outcome for it, and it ends in a timeout.
                     async with asyncio.timeout_at(deadline):
-                        return await self.breaker.call(fn)
+                        return await self.breaker.call(tracked)
+        except CircuitOpen as exc:
+            if reached:
+                raise PaymentUnavailable(f"payment gateway unavailable during {op}") from exc
+            raise
         except (PaymentTransientError, TimeoutError) as exc:
-            raise PaymentUnavailable(f"payment gateway unavailable during {op}") from exc
+            raise _unavailable(op, reached=reached) from exc
         raise PaymentUnavailable(f"payment gateway unavailable during {op}")  # pragma: no cover
 
     async def authorize(
