@@ -249,6 +249,12 @@ async def test_open_breaker_fails_fast_and_keeps_the_cart(
     assert await count(maker, Order) == 0
     assert await cart_state(maker, customer) == {"lines": {sony: 1}, "reserved": {sony: 1}}
     assert await stock_of(maker, sony) == [(10, 1), (5, 0)]
+    # Another buyer with nothing in the cart is told so, not to wait for the gateway.
+    r = await client.post(
+        f"{API}/checkout", json=body(), headers={**auth("acme"), "Idempotency-Key": "k-7"}
+    )
+    assert (r.status_code, r.json()["error"]) == (409, "cart_empty")
+    assert await count(maker, Order) == 0
 
 
 async def test_another_users_order_is_404(

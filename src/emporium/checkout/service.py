@@ -23,13 +23,13 @@ from emporium.checkout.idempotency import IdempotencyStore, StoredResponse
 from emporium.checkout.schemas import CheckoutRequest
 from emporium.kit.db import UnitOfWork
 from emporium.kit.logging import client_ip, correlation_id
-from emporium.models import IdempotencyKey, Order, OrderItem, Payment, User
+from emporium.models import Cart, CartItem, IdempotencyKey, Order, OrderItem, Payment, User
 from emporium.order import refunds, schemas
 from emporium.order.errors import InvalidTransition
 from emporium.order.metrics import CHECKOUT_ATTEMPTS, CHECKOUT_SUCCESS
 from emporium.order.queries import build, serialize
 from emporium.order.repository import Answer, Capture
-from emporium.order.service import Checkout, cancelled_during_payment, orders
+from emporium.order.service import CartEmpty, Checkout, cancelled_during_payment, orders
 from emporium.order.state import OrderStatus
 from emporium.payment.errors import PaymentUnavailableError
 from emporium.payment.gateway import (
@@ -86,7 +86,10 @@ class CheckoutService:
         replay = None
         try:
             if (wait := gateway_retry_after(self.gateway)) is not None:
-                # Fail fast before touching the cart: its reservations stay intact.
+                # Fail fast before touching the cart: its reservations stay intact. An
+                # empty cart is still told so: waiting for the gateway would not help.
+                if not await self._has_lines(user):
+                    raise CartEmpty("the cart is empty")
                 raise PaymentUnavailableError(
                     "the payment service is unavailable; try again later", retry_after=wait
                 )
@@ -192,6 +195,16 @@ class CheckoutService:
             )
             await self.idempotency.complete(session, user.id, key, response, order_id)
         return response
+
+    async def _has_lines(self, user: User) -> bool:
+        async with self.maker() as session:
+            found = await session.scalar(
+                select(CartItem.product_id)
+                .join(Cart, Cart.id == CartItem.cart_id)
+                .where(Cart.user_id == user.id)
+                .limit(1)
+            )
+        return found is not None
 
     async def _not_charged(self, user: User, key: str, order_id: int) -> None:
         """The held units go back to the cart and the key is let go, in one transaction."""
