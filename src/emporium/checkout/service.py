@@ -23,7 +23,7 @@ from emporium.checkout.idempotency import IdempotencyStore, StoredResponse
 from emporium.checkout.schemas import CheckoutRequest
 from emporium.kit.db import UnitOfWork
 from emporium.kit.logging import client_ip, correlation_id
-from emporium.models import Cart, CartItem, IdempotencyKey, Order, OrderItem, Payment, User
+from emporium.models import Cart, CartItem, IdempotencyKey, Order, OrderItem, User
 from emporium.order import refunds, schemas
 from emporium.order.errors import InvalidTransition
 from emporium.order.metrics import CHECKOUT_ATTEMPTS, CHECKOUT_SUCCESS
@@ -226,9 +226,7 @@ class CheckoutService:
         response = StoredResponse(409, cancelled_during_payment(order_id))
         due = None
         async with UnitOfWork(self.maker) as session:
-            payment = await session.scalar(
-                select(Payment).where(Payment.order_id == order_id).with_for_update()
-            )
+            payment = await orders.payment(session, order_id, lock=True)
             if payment is not None and charge_id is not None:
                 due = refunds.owe(payment, charge_id)
             elif payment is not None and payment.status == refunds.VOID_PENDING:

@@ -9,7 +9,7 @@ from emporium.auth.dependencies import Admin, CatalogWriter, CurrentUser
 from emporium.kit.db import ReadSessionDep, SessionDep, UnitOfWork
 from emporium.kit.errors import Forbidden, Unauthorized
 from emporium.kit.schemas import CleanStr
-from emporium.models import AuditLog, Payment
+from emporium.models import AuditLog
 from emporium.order import access, queries, refunds, schemas
 from emporium.order.errors import InvalidTransition, NothingToShip, NotOrderSeller, OrderNotFound
 from emporium.order.metrics import REFUNDS
@@ -71,12 +71,6 @@ async def list_orders(
 @router.get("/orders/{order_id}", response_model=schemas.Order, responses=_ERRORS)
 async def get_order(session: ReadSessionDep, user: CurrentUser, order_id: OrderId) -> schemas.Order:
     return await queries.serialize(session, await queries.get_visible(session, user, order_id))
-
-
-async def _latest_payment(session: ReadSessionDep, order_id: int) -> Payment | None:
-    return await session.scalar(
-        select(Payment).where(Payment.order_id == order_id).order_by(Payment.id.desc()).limit(1)
-    )
 
 
 @router.post("/orders/{order_id}/cancel", response_model=schemas.Order, responses=_ERRORS)
@@ -185,7 +179,7 @@ async def refund_order(
     order = await queries.get_visible_for_staff(session, user, order_id)
     await access.check_order(session, user, order_id, "refund")
     status = order.status
-    payment = await _latest_payment(session, order_id)
+    payment = await orders.payment(session, order_id)
     charge = payment.gateway_payment_id if payment is not None else None
     await session.close()
     if status != OrderStatus.delivered.value:

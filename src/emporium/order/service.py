@@ -324,10 +324,13 @@ class OrderService:
             raise OrderNotFound(f"order {order_id} does not exist")
         return order
 
-    async def _payment(self, session: AsyncSession, order_id: int) -> Payment | None:
-        return await session.scalar(
-            select(Payment).where(Payment.order_id == order_id).order_by(Payment.id.desc()).limit(1)
-        )
+    async def payment(
+        self, session: AsyncSession, order_id: int, *, lock: bool = False
+    ) -> Payment | None:
+        """The order's latest payment; row locked with ``lock``."""
+        stmt = select(Payment).where(Payment.order_id == order_id)
+        stmt = stmt.order_by(Payment.id.desc()).limit(1)
+        return await session.scalar(stmt.with_for_update() if lock else stmt)
 
     async def mark_paid(
         self,
@@ -435,7 +438,7 @@ class OrderService:
                     set_={"quantity": CartItem.quantity + stmt.excluded.quantity},
                 )
             )
-        payment = await self._payment(session, order.id)
+        payment = await self.payment(session, order.id)
         if payment is not None:
             payment.status, payment.error_code = "failed", code
         audit.record(
@@ -477,7 +480,7 @@ class OrderService:
         await repo.release_held(held)
         self._stock_audit(session, actor, held, "inventory.released", sign=1)
         due = None
-        payment = await self._payment(session, order.id)
+        payment = await self.payment(session, order.id)
         if was == OrderStatus.paid.value:
             taken = await repo.allocations(order.id, "committed")
             await repo.restock(taken)
@@ -562,7 +565,7 @@ class OrderService:
             taken = await repo.allocations(order.id, "committed")
             await repo.restock(taken)
             self._stock_audit(session, actor, taken, "inventory.adjusted", sign=1)
-        payment = await self._payment(session, order.id)
+        payment = await self.payment(session, order.id)
         if payment is not None:
             payment.status = "refunded"
         audit.record(
