@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+import unicodedata
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 T = TypeVar("T")
 
@@ -16,11 +17,27 @@ def reject_nul(value: str) -> str:
     return value
 
 
+def _invisible(char: str) -> bool:
+    # Whitespace, and format characters such as U+200B ZERO WIDTH SPACE or U+FEFF, which
+    # str.strip() keeps: a name of "\u200b" would pass a length check and print as nothing.
+    return char.isspace() or unicodedata.category(char) == "Cf"
+
+
+def trim(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value  # the str schema answers the wrong type with its own error
+    start, end = 0, len(value)
+    while start < end and _invisible(value[start]):
+        start += 1
+    while end > start and _invisible(value[end - 1]):
+        end -= 1
+    return value[start:end]
+
+
 CleanStr = Annotated[str, AfterValidator(reject_nul)]
-# Stack length limits on this to check them on the trimmed text. Pydantic checks limits
-# placed after a validator before it strips, so strip_whitespace=True with min_length=1 on
-# CleanStr let "   " through and stored "".
-TrimmedStr = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(reject_nul)]
+# Stack length limits on this to check them on the trimmed text: trimming runs before the
+# str schema, so min_length=1 refuses "   " and "\u200b" as it refuses "".
+TrimmedStr = Annotated[str, BeforeValidator(trim), AfterValidator(reject_nul)]
 
 
 class Schema(BaseModel):
