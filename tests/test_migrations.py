@@ -180,12 +180,19 @@ def _unsettled_index(dsn: str) -> list[str]:
     return [r["indexdef"] for r in rows]
 
 
+def _withdrawn_lines_unavailable(dsn: str) -> bool:
+    """Whether cart_add_item's lines show no units free for a withdrawn product."""
+    rows = asyncio.run(_query(dsn, "SELECT prosrc FROM pg_proc WHERE proname = 'cart_add_item'"))
+    return "CASE WHEN lp.is_active" in str(rows[0]["prosrc"])
+
+
 def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     url = to_asyncpg_url(scratch)
     cfg = alembic_config(url)
     upgrade(url)
     version, tables, delete = _state(scratch)
-    assert version == "0018"
+    assert version == "0019"
+    assert _withdrawn_lines_unavailable(scratch)
     assert _unsettled_index(scratch) == UNSETTLED_0018
     assert _order_items_indexes(scratch) == ORDER_ITEMS_INDEXES_0016
     assert _functions(scratch, "checkout_place_many") == 1
@@ -193,6 +200,12 @@ def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     assert len(tables) == 19
     assert "simulated_payments" not in tables
     assert _orders_index_and_fillfactor(scratch) == (ORDERS_INDEXES_0011, ["fillfactor=70"])
+
+    command.downgrade(cfg, "0018")
+    assert _state(scratch) == ("0018", tables, delete)
+    assert not _withdrawn_lines_unavailable(scratch)
+    assert _per_order_checks(scratch) == (False, False, False)
+    assert _unsettled_index(scratch) == UNSETTLED_0018
 
     command.downgrade(cfg, "0017")
     assert _state(scratch) == ("0017", tables, delete)
@@ -252,7 +265,8 @@ def test_migrations_downgrade_and_upgrade_again(scratch: str) -> None:
     assert _state(scratch) == (None, ["alembic_version"], None)
 
     upgrade(url)
-    assert _state(scratch) == ("0018", tables, delete)
+    assert _state(scratch) == ("0019", tables, delete)
+    assert _withdrawn_lines_unavailable(scratch)
     assert _unsettled_index(scratch) == UNSETTLED_0018
     assert _order_items_indexes(scratch) == ORDER_ITEMS_INDEXES_0016
     assert _functions(scratch, "checkout_place_many") == 1

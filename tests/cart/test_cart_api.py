@@ -135,6 +135,34 @@ async def test_the_cart_returned_by_add_is_the_cart_as_stored(
     assert stored["lines"][0]["available"] == 3
 
 
+async def test_a_withdrawn_products_line_shows_no_units_free_to_add(
+    client: AsyncClient, catalog: dict[str, Any]
+) -> None:
+    """Its stock is still free, but the product can no longer be added or bought."""
+    sony, iphone = catalog["product"]["sony"], catalog["product"]["iphone"]
+    for product_id, quantity in [(sony, 2), (iphone, 1)]:
+        added = await client.post(
+            ITEMS, json={"product_id": product_id, "quantity": quantity}, headers=auth("customer")
+        )
+        assert added.status_code == 200, added.text
+    withdrawn = await client.delete(f"/api/v1/products/{sony}", headers=auth("admin"))
+    assert withdrawn.status_code == 204
+
+    def lines(body: dict[str, Any]) -> list[tuple[int, int, int]]:
+        return [(ln["product_id"], ln["quantity"], ln["available"]) for ln in body["lines"]]
+
+    # Sony still has 13 of its 15 units free; of the 6 iPhones 1, then 3, are held.
+    viewed = await client.get(CART, headers=auth("customer"))
+    assert viewed.status_code == 200, viewed.text
+    assert lines(viewed.json()) == [(sony, 2, 0), (iphone, 1, 5)]
+    added = await client.post(
+        ITEMS, json={"product_id": iphone, "quantity": 2}, headers=auth("customer")
+    )
+    assert added.status_code == 200, added.text
+    assert lines(added.json()) == [(sony, 2, 0), (iphone, 3, 3)]
+    assert lines((await client.get(CART, headers=auth("customer"))).json()) == lines(added.json())
+
+
 async def test_insufficient_stock_changes_nothing(
     client: AsyncClient, catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
 ) -> None:

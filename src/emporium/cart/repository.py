@@ -139,8 +139,11 @@ _LINES = """
 SELECT ci.product_id, p.title, p.price, ci.quantity,
     (SELECT min(r.reserved_until) FROM reservations r
      WHERE r.cart_id = ci.cart_id AND r.product_id = ci.product_id) AS reserved_until,
-    (SELECT coalesce(sum(s.quantity - s.reserved), 0)::int FROM stock s
-     WHERE s.product_id = ci.product_id) AS available
+    -- A withdrawn product can no longer be added, whatever stock it still has.
+    CASE WHEN p.is_active
+        THEN (SELECT coalesce(sum(s.quantity - s.reserved), 0)::int FROM stock s
+              WHERE s.product_id = ci.product_id)
+        ELSE 0 END AS available
 FROM cart_items ci JOIN products p ON p.id = ci.product_id
 WHERE ci.cart_id = $1
 ORDER BY ci.added_at, ci.product_id

@@ -27,7 +27,7 @@ class CartLine(Schema):
     line_total: Decimal
     # The earliest expiry among the line's reservations.
     reserved_until: datetime | None
-    # Units of the product still free to add (stock not held by anyone).
+    # Units of the product still free to add (stock not held by anyone); 0 once withdrawn.
     available: int
 
 

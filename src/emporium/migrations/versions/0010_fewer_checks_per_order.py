@@ -68,6 +68,16 @@ def _cart_add_item() -> str:
     return _replacing(text)
 
 
+def cart_add_item_reclaimable_on_refusal() -> str:
+    """cart_add_item as this revision leaves it."""
+    return (
+        _cart_add_item()
+        .replace(RECLAIMABLE_EAGER, "")
+        .replace("    v_reclaimable boolean;\n", "")
+        .replace(HINT_EAGER, HINT_LAZY)
+    )
+
+
 def _checkout_place() -> str:
     """0008's function text (0005's with the holds released by cart)."""
     m8 = earlier.load("0008_checkout_place_release_by_cart.py")
@@ -87,12 +97,7 @@ def checkout_place_checks_together() -> str:
 
 
 def upgrade() -> None:
-    add = _cart_add_item()
-    op.execute(
-        add.replace(RECLAIMABLE_EAGER, "")
-        .replace("    v_reclaimable boolean;\n", "")
-        .replace(HINT_EAGER, HINT_LAZY)
-    )
+    op.execute(cart_add_item_reclaimable_on_refusal())
     op.execute(checkout_place_checks_together())
     op.drop_index("ix_order_allocations_order_id", table_name="order_allocations")
 
