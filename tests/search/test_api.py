@@ -212,6 +212,37 @@ async def test_fallback_to_postgres_has_same_shape(
     assert ready.json()["checks"]["search_index"] == "down"
 
 
+async def test_fallback_highlight_escapes_the_title_like_the_index(
+    app: FastAPI, client: AsyncClient, indexed: dict[str, Any]
+) -> None:
+    title = 'Losi Drone <img src=x onerror=alert(1)> & "q"'
+    body = {"title": title, "category_id": indexed["category"]["home"], "price": "30.00"}
+    r = await client.post("/api/v1/products", json=body, headers=auth("acme"))
+    assert r.status_code == 201
+    shutil.rmtree(app.state.search.index.root)
+    found = (await client.get(API, params={"q": "losi drone"})).json()
+    assert found["backend"] == "postgres"
+    assert [(i["id"], i["highlight"]) for i in found["items"]] == [
+        (
+            r.json()["id"],
+            "<b>Losi</b> <b>Drone</b> &lt;img src=x onerror=alert(1)&gt; &amp; &quot;q&quot;",
+        )
+    ]
+    # A title holding a marker character itself comes back escaped and unmarked.
+    body["title"] = "Rotor \ue001Guard</b>"
+    r = await client.post("/api/v1/products", json=body, headers=auth("acme"))
+    found = (await client.get(API, params={"q": "rotor"})).json()
+    assert [(i["id"], i["highlight"]) for i in found["items"]] == [
+        (r.json()["id"], "Rotor \ue001Guard&lt;/b&gt;")
+    ]
+    # A description-only match gets the escaped title unmarked, as from the index.
+    cable = indexed["product"]["cable"]
+    found = (await client.get(API, params={"q": "headphones", "page_size": 50})).json()
+    assert [i["highlight"] for i in found["items"] if i["id"] == cable] == [
+        "Anker USB-C Charging Cable"
+    ]
+
+
 async def test_writes_reach_the_index_through_the_outbox(
     app: FastAPI, client: AsyncClient, indexed: dict[str, Any]
 ) -> None:

@@ -6,6 +6,7 @@ Used while the index is missing, corrupt or its circuit breaker is open. It rank
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_, select
@@ -14,6 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from emporium.models import Category, Product, Stock
 from emporium.search.engine import EngineResult, Facets, Hit, SearchParams, Suggestion
 from emporium.search.engine_types import FACET_SIZE, PRICE_RANGES, RATING_THRESHOLDS
+
+# ts_headline brackets matches with these private-use characters; the text is escaped
+# before they become <b> and </b>, so markup in a seller's title stays inert.
+_START, _STOP = "\ue000", "\ue001"
 
 
 def _in_stock() -> ColumnElement[bool]:
@@ -57,6 +62,15 @@ def _bucket(lo: int | None, hi: int | None) -> ColumnElement[bool]:
     if hi is not None:
         parts.append(_price_cents() < hi)
     return and_(*parts)
+
+
+def _highlight(headline: str | None, title: str) -> str | None:
+    """The whole title, HTML-escaped, with the matches in <b>..</b>, as the index gives it."""
+    if headline is None:
+        return None
+    if headline.replace(_START, "").replace(_STOP, "") != title:
+        return html.escape(title)  # the title holds a marker itself: show it unmarked
+    return html.escape(headline).replace(_START, "<b>").replace(_STOP, "</b>")
 
 
 async def search(session: AsyncSession, p: SearchParams, query_text: str) -> EngineResult:
@@ -116,7 +130,7 @@ async def search(session: AsyncSession, p: SearchParams, query_text: str) -> Eng
         order = [Product.review_count.desc(), func.coalesce(Product.rating, 0).desc(), Product.id]
     highlight: Any = (
         func.ts_headline(
-            "english", Product.title, tsq, "StartSel=<b>, StopSel=</b>, HighlightAll=true"
+            "english", Product.title, tsq, f"StartSel={_START}, StopSel={_STOP}, HighlightAll=true"
         )
         if tsq is not None
         else literal(None)
@@ -148,7 +162,7 @@ async def search(session: AsyncSession, p: SearchParams, query_text: str) -> Eng
             price_cents=int(r[4] * 100),
             rating=float(r[5]) if r[5] is not None else 0.0,
             in_stock=bool(r[6]),
-            highlight=r[7] if r[7] and "<b>" in r[7] else None,
+            highlight=_highlight(r[7], r[1]),
         )
         for r in rows
     ]
