@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import psutil
 import pytest
 
 from emporium.config import Settings
-from tests.server import serve
+from tests.server import _free_port, serve
 
 HEALTH = 'emporium_http_requests_total{method="GET",route="/api/health",status="200"}'
 
@@ -154,3 +155,58 @@ def test_serve_refuses_a_port_in_use_before_starting_anything(tmp_path: Path, wo
             assert accepted.getpeername() == client.getsockname()
             accepted.close()
     assert not data.exists()
+
+
+def _postmaster(pg_dir: Path) -> int | None:
+    try:
+        return int((pg_dir / "postmaster.pid").read_text().split()[0])
+    except FileNotFoundError:
+        return None
+
+
+def _wait_ready(base: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/api/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server did not start")
+
+
+def test_sigterm_stops_the_embedded_database_with_the_last_process(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("EMPORIUM_", "PROMETHEUS_"))},
+        "EMPORIUM_DATA_DIR": str(data),
+        "EMPORIUM_LOG_LEVEL": "WARNING",
+    }
+    database: psutil.Process | None = None
+    try:
+        for workers in (1, 2):
+            port = _free_port()
+            command = [sys.executable, "-m", "emporium", "serve", "--port", str(port)]
+            proc = subprocess.Popen(
+                [*command, "--workers", str(workers)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                _wait_ready(f"http://127.0.0.1:{port}")
+                database = psutil.Process(_postmaster(data / "pg"))
+                children = psutil.Process(proc.pid).children(recursive=True)
+                proc.terminate()
+                assert proc.wait(timeout=30) == 0
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            # The workers and the database went with the server.
+            assert psutil.wait_procs([*children, database], timeout=10)[1] == []
+            assert _postmaster(data / "pg") is None
+            assert (data / "pg" / ".handle_pids.json").read_text() == "[]"
+    finally:
+        if database is not None and database.is_running():
+            database.send_signal(signal.SIGINT)  # a failed run must not leave it behind

@@ -104,9 +104,10 @@ def serve(
 
     from emporium.kit.embedded import forget_dead_processes, start_embedded_valkey
     from emporium.kit.metrics import MULTIPROC_ENV
-    from emporium.kit.serving import ensure_free, serve_workers
+    from emporium.kit.serving import ensure_free, exit_on_sigterm, serve_workers
     from emporium.main import create_app
 
+    exit_on_sigterm()
     ensure_free(host, port)  # before the database starts, not after
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -86,9 +86,9 @@ def _server_module() -> Any:
 def forget_dead_processes(pg_dir: Path) -> None:
     """Drop from the server's process list the processes that exited without saying so.
 
-    uvicorn's worker processes end without running their exit hooks, so after
-    ``serve --workers N`` the list still named them and the server outlived every
-    process using it; the supervisor calls this before its own exit hook runs.
+    A worker process killed (or hung and killed by uvicorn's supervisor) ends without
+    running its exit hooks, and the list still names it: the server would outlive every
+    process using it. The supervisor calls this before its own exit hook runs.
     """
     pg = _server_module()
     _prune_dead_handles(pg_dir.resolve(), pg.PostgresServer._lock)

@@ -15,8 +15,10 @@ reset instead of being taken by another worker.
 from __future__ import annotations
 
 import errno
+import signal
 import socket
 import sys
+from types import FrameType
 from typing import Any
 
 from uvicorn.config import STARTUP_FAILURE
@@ -28,6 +30,20 @@ def _family(host: str) -> socket.AddressFamily:
 
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def exit_on_sigterm() -> None:
+    """Let SIGTERM end the process as Ctrl+C does: through the exit hooks.
+
+    uvicorn stops gracefully on SIGTERM, then raises it again under the handler it found.
+    Under the default one the process died there, before the exit hook that stops the
+    embedded PostgreSQL with the last process using it.
+    """
+    signal.signal(signal.SIGTERM, _exit)
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -66,14 +82,21 @@ class WorkerSocket:
     """Stands in uvicorn's socket list for the socket each worker opens for itself.
 
     The supervisor pickles the list into every worker it starts (and restarts), and
-    unpickling this calls :func:`listen_socket` there, so each worker gets its own.
+    unpickling this calls :func:`listen_socket` there, so each worker gets its own. That
+    runs before the worker's server starts, so it also sets the worker's SIGTERM handler.
     """
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
 
     def __reduce__(self) -> tuple[Any, tuple[str, int]]:
-        return listen_socket, (self.host, self.port)
+        return _worker_socket, (self.host, self.port)
+
+
+def _worker_socket(host: str, port: int) -> socket.socket:
+    # Runs in the worker before its uvicorn server takes over the signals.
+    exit_on_sigterm()
+    return listen_socket(host, port)
 
 
 def serve_workers(app: str, host: str, port: int, workers: int) -> None:
