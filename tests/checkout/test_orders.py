@@ -156,18 +156,99 @@ async def test_ship_deliver_refund_with_restock(
             headers=auth("admin"),
         )
     ).json()
-    assert [a["action"] for a in audit] == ["order.refunded", "payment.completed", "order.created"]
-    trail = {"resource_type": "order", "resource_id": str(oid), "limit": 2}
+    assert [a["action"] for a in audit] == [
+        "order.refunded",
+        "order.delivered",
+        "order.shipped",
+        "order.shipped",
+        "payment.completed",
+        "order.created",
+    ]
+    trail = {"resource_type": "order", "resource_id": str(oid), "limit": 4}
     page = (await client.get(f"{API}/admin/audit", params=trail, headers=auth("admin"))).json()
-    assert [a["id"] for a in page] == [a["id"] for a in audit[:2]]
+    assert [a["id"] for a in page] == [a["id"] for a in audit[:4]]
     after = {**trail, "before_id": page[-1]["id"]}
     page = (await client.get(f"{API}/admin/audit", params=after, headers=auth("admin"))).json()
-    assert [a["action"] for a in page] == ["order.created"]
+    assert [a["action"] for a in page] == ["payment.completed", "order.created"]
     acme = (await client.get(f"{API}/auth/me", headers=auth("acme"))).json()["id"]
     by_acme = {"actor_id": acme, "resource_type": "order"}
     page = (await client.get(f"{API}/admin/audit", params=by_acme, headers=auth("admin"))).json()
-    assert [(a["action"], a["entity_id"]) for a in page] == [("order.refunded", str(oid))]
+    assert [(a["action"], a["entity_id"]) for a in page] == [
+        ("order.refunded", str(oid)),
+        ("order.delivered", str(oid)),
+        ("order.shipped", str(oid)),
+    ]
     assert (await client.get(f"{API}/admin/audit", headers=auth("customer"))).status_code == 403
+
+
+async def test_shipments_and_delivery_are_audited(
+    client: AsyncClient, catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
+) -> None:
+    sony, w1, w2 = (
+        catalog["product"]["sony"],
+        catalog["warehouse"]["W1"],
+        catalog["warehouse"]["W2"],
+    )
+    order = await _paid_order(client, maker, catalog, {sony: 12}, "a-1")  # 10 from W1, 2 from W2
+    oid = order["id"]
+    trail = {"resource_type": "order", "resource_id": str(oid)}
+    before = (await client.get(f"{API}/admin/audit", params=trail, headers=auth("admin"))).json()
+    steps = [
+        ("acme", "ship", {"warehouse_id": w1, "tracking_number": "TRK1"}),
+        ("admin", "ship", {"warehouse_id": w2, "tracking_number": "TRK2"}),
+        ("acme", "deliver", None),
+    ]
+    for n, (who, step, payload) in enumerate(steps):
+        headers = {**auth(who), "X-Correlation-ID": f"cid-{n}"}
+        r = await client.post(f"{API}/orders/{oid}/{step}", json=payload, headers=headers)
+        assert r.status_code == 200, r.text
+    audit = (await client.get(f"{API}/admin/audit", params=trail, headers=auth("admin"))).json()
+    assert audit[3:] == before
+    user = catalog["user"]
+    assert [
+        (
+            a["action"],
+            a["actor_user_id"],
+            a["entity_type"],
+            a["entity_id"],
+            a["old_values"],
+            a["new_values"],
+            a["ip"],
+            a["correlation_id"],
+        )
+        for a in reversed(audit[:3])
+    ] == [
+        (
+            "order.shipped",
+            user["acme"],
+            "order",
+            str(oid),
+            {"status": "paid"},
+            {"status": "partially_shipped", "warehouse_id": w1, "tracking_number": "TRK1"},
+            "127.0.0.1",
+            "cid-0",
+        ),
+        (
+            "order.shipped",
+            user["admin"],
+            "order",
+            str(oid),
+            {"status": "partially_shipped"},
+            {"status": "shipped", "warehouse_id": w2, "tracking_number": "TRK2"},
+            "127.0.0.1",
+            "cid-1",
+        ),
+        (
+            "order.delivered",
+            user["acme"],
+            "order",
+            str(oid),
+            {"status": "shipped"},
+            {"status": "delivered"},
+            "127.0.0.1",
+            "cid-2",
+        ),
+    ]
 
 
 async def _pending_order(

@@ -43,6 +43,7 @@ from emporium.order.errors import NothingToShip, OrderNotFound
 from emporium.order.metrics import ORDER_VALUE, ORDERS
 from emporium.order.refunds import RefundDue
 from emporium.order.repository import Answer, Capture, OrderRepository, OrderWrites
+from emporium.order.shipping_audit import record_delivered, record_shipped
 from emporium.order.state import CANCELLABLE, OrderStatus, check_transition
 
 
@@ -528,15 +529,16 @@ class OrderService:
         )
         if warehouse_id not in allocated - shipped:
             raise NothingToShip(f"nothing left to ship from warehouse {warehouse_id}")
-        session.add(
-            Shipment(order_id=order.id, warehouse_id=warehouse_id, tracking_number=tracking)
-        )
+        shipment = Shipment(order_id=order.id, warehouse_id=warehouse_id, tracking_number=tracking)
+        session.add(shipment)
+        was = order.status
         done = allocated <= shipped | {warehouse_id}
         target = OrderStatus.shipped if done else OrderStatus.partially_shipped
         if target.value != order.status:
             await self._transition(session, order, target, actor, note=tracking)
         else:
             await self._event(session, order, target, actor, note=tracking)
+        record_shipped(session, actor, order, was, shipment)
         await session.flush()
         return order
 
@@ -548,6 +550,7 @@ class OrderService:
             await session.execute(select(Shipment).where(Shipment.order_id == order.id))
         ).scalars():
             shipment.delivered_at = datetime.now(UTC)
+        record_delivered(session, actor, order)
         await session.flush()
         return order
 
