@@ -86,30 +86,25 @@ class CheckoutService:
         replay = None
         try:
             if (wait := gateway_retry_after(self.gateway)) is not None:
-                # Fail fast before touching the cart: its reservations stay intact. An
-                # empty cart is still told so: waiting for the gateway would not help.
-                if not await self._has_lines(user):
-                    raise CartEmpty("the cart is empty")
-                raise PaymentUnavailableError(
-                    "the payment service is unavailable; try again later", retry_after=wait
-                )
-            # One call claims the key and places the order, committing both or neither.
-            checkout = Checkout.now(
-                user,
-                payload["shipping_address"],
-                idempotency_key=key,
-                request_digest=digest,
-                gateway_name=self.gateway.name,
-                card_last4=body.payment.card_number[-4:],
-                reservation_ttl=self.reservation_ttl,
-            )
-            placement = await self.batches.place(checkout)
-            if placement.replay is not None:
-                replay = idem.judge(placement.replay, digest)
+                replay = await self._while_breaker_open(user, key, digest, wait)
             else:
-                assert placement.placed is not None
-                order, gateway_key, items = placement.placed
-                order_id, amount, currency = order.id, order.total, order.currency
+                # One call claims the key and places the order, committing both or neither.
+                checkout = Checkout.now(
+                    user,
+                    payload["shipping_address"],
+                    idempotency_key=key,
+                    request_digest=digest,
+                    gateway_name=self.gateway.name,
+                    card_last4=body.payment.card_number[-4:],
+                    reservation_ttl=self.reservation_ttl,
+                )
+                placement = await self.batches.place(checkout)
+                if placement.replay is not None:
+                    replay = idem.judge(placement.replay, digest)
+                else:
+                    assert placement.placed is not None
+                    order, gateway_key, items = placement.placed
+                    order_id, amount, currency = order.id, order.total, order.currency
         except BaseException:
             if fast.claimed:  # a duplicate must not drop the first request's claim
                 await idem.forget(user.id, key)
@@ -196,15 +191,32 @@ class CheckoutService:
             await self.idempotency.complete(session, user.id, key, response, order_id)
         return response
 
-    async def _has_lines(self, user: User) -> bool:
+    async def _while_breaker_open(
+        self, user: User, key: str, digest: str, wait: int
+    ) -> StoredResponse:
+        """The answer while the breaker is open, given before touching the cart (its
+        reservations stay intact).
+
+        A key already used answers as PostgreSQL recorded it: a paid checkout leaves its
+        Valkey marker "processing", or the marker has lapsed, so only PostgreSQL knows.
+        Otherwise an empty cart is told so (waiting for the gateway would not help), and
+        any other cart is told to come back.
+        """
         async with self.maker() as session:
-            found = await session.scalar(
+            stored = await self.idempotency.stored(session, user.id, key)
+            if stored is not None:
+                return self.idempotency.judge(stored, digest)
+            has_lines = await session.scalar(
                 select(CartItem.product_id)
                 .join(Cart, Cart.id == CartItem.cart_id)
                 .where(Cart.user_id == user.id)
                 .limit(1)
             )
-        return found is not None
+        if has_lines is None:
+            raise CartEmpty("the cart is empty")
+        raise PaymentUnavailableError(
+            "the payment service is unavailable; try again later", retry_after=wait
+        )
 
     async def _not_charged(self, user: User, key: str, order_id: int) -> None:
         """The held units go back to the cart and the key is let go, in one transaction."""
