@@ -18,6 +18,7 @@ import structlog
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from emporium.cart.schemas import MAX_LINE_QUANTITY
 from emporium.checkout.batches import CheckoutBatches
 from emporium.checkout.idempotency import IdempotencyStore, StoredResponse
 from emporium.checkout.schemas import CheckoutRequest
@@ -43,6 +44,8 @@ from emporium.payment.gateway import (
 from emporium.payment.resilience import gateway_retry_after
 
 log = structlog.get_logger(__name__)
+# What a 503 says of the cart when the cart had meanwhile filled a line the units went to.
+FILLED = f"the units went back to the cart, up to {MAX_LINE_QUANTITY} a line"
 
 
 def paid_response(order: Order, items: list[OrderItem], card_last4: str) -> dict[str, Any]:
@@ -126,7 +129,7 @@ class CheckoutService:
             # refused it before the order was placed; the same key can be sent again.
             log.warning("checkout.payment_not_attempted", order_id=order_id)
             try:
-                await self._not_charged(user, key, order_id)
+                released = await self._not_charged(user, key, order_id)
             except InvalidTransition:
                 response = await self._cancelled_meanwhile(user, key, order_id, None)
                 await idem.remember(user.id, key, digest, response)
@@ -134,8 +137,8 @@ class CheckoutService:
             await idem.forget(user.id, key)
             wait = gateway_retry_after(self.gateway)
             raise PaymentUnavailableError(
-                "the payment service could not be reached; nothing was charged and the cart"
-                " is as it was",
+                "the payment service could not be reached; nothing was charged and "
+                + (FILLED if released else "the cart is as it was"),
                 **({} if wait is None else {"retry_after": wait}),
             ) from None
         except PaymentUnavailable:
@@ -218,10 +221,11 @@ class CheckoutService:
             "the payment service is unavailable; try again later", retry_after=wait
         )
 
-    async def _not_charged(self, user: User, key: str, order_id: int) -> None:
-        """The held units go back to the cart and the key is let go, in one transaction."""
+    async def _not_charged(self, user: User, key: str, order_id: int) -> dict[int, int]:
+        """The held units go back to the cart and the key is let go, in one transaction;
+        returns the units that did not fit back in their lines (released)."""
         async with UnitOfWork(self.maker) as session:
-            await orders.mark_payment_failed(
+            _, released = await orders.mark_payment_failed(
                 session, order_id, "payment_unavailable", user, self.reservation_ttl
             )
             await session.execute(
@@ -229,6 +233,7 @@ class CheckoutService:
                     IdempotencyKey.user_id == user.id, IdempotencyKey.key == key
                 )
             )
+        return released
 
     async def _cancelled_meanwhile(
         self, user: User, key: str, order_id: int, charge_id: str | None
