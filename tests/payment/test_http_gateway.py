@@ -19,6 +19,7 @@ import pytest
 
 from emporium.payment.gateway import (
     Card,
+    GatewayServerError,
     GatewayUnreachable,
     IdempotencyConflict,
     PaymentDeclined,
@@ -174,11 +175,32 @@ async def test_declines(target: Target, c: Card, code: str, last4: str) -> None:
 
 async def test_processing_error_card_is_transient(target: Target) -> None:
     k = key()
-    with pytest.raises(PaymentTransientError):
+    # A 5xx of the gateway's own: the request is over there, and nothing was recorded.
+    with pytest.raises(GatewayServerError):
         await target.gateway.authorize(
             idempotency_key=k, amount=Decimal("1"), currency="USD", card=card(CARD_PROCESSING_ERROR)
         )
     assert await target.gateway.get_by_idempotency_key(k) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (500, GatewayServerError),
+        (503, GatewayServerError),
+        (502, PaymentTransientError),
+        (504, PaymentTransientError),
+    ],
+)
+async def test_a_proxys_5xx_is_not_taken_for_the_gateways_answer(
+    status: int, kind: type[Exception]
+) -> None:
+    transport = httpx.MockTransport(lambda _: httpx.Response(status, text="no"))
+    http = HttpGateway("http://gateway.test", transport=transport)
+    with pytest.raises(PaymentTransientError) as exc_info:
+        await http.charge(idempotency_key=key(), amount=Decimal("1"), currency="USD", card=card())
+    assert type(exc_info.value) is kind
+    await http.aclose()
 
 
 async def test_twenty_concurrent_authorizations_charge_once(target: Target) -> None:

@@ -16,13 +16,21 @@ from emporium.payment.factory import build_gateway
 from emporium.payment.gateway import (
     Card,
     GatewayPayment,
+    GatewayServerError,
     PaymentDeclined,
+    PaymentErrored,
     PaymentStatus,
     PaymentTransientError,
     PaymentUnavailable,
 )
 from emporium.payment.http import HttpGateway
-from emporium.payment.resilience import BreakerState, CircuitBreaker, CircuitOpen, ResilientGateway
+from emporium.payment.resilience import (
+    BreakerState,
+    CircuitBreaker,
+    CircuitOpen,
+    ResilientGateway,
+    look_up,
+)
 from emporium.payment.simulated import (
     CARD_DECLINED,
     CARD_HANG,
@@ -87,8 +95,9 @@ async def test_transient_errors_are_retried_then_unavailable() -> None:
     gw = resilient(inner, attempts=3)
     with pytest.raises(PaymentUnavailable) as exc_info:
         await authorize(gw, CARD_PROCESSING_ERROR)
-    assert type(exc_info.value) is PaymentUnavailable
-    assert isinstance(exc_info.value.__cause__, PaymentTransientError)
+    # Each attempt was answered with a 5xx: none is under way at the gateway.
+    assert type(exc_info.value) is PaymentErrored
+    assert isinstance(exc_info.value.__cause__, GatewayServerError)
     assert inner.calls["authorize"] == 3
     assert inner.charges == 0
 
@@ -190,16 +199,17 @@ class SlowErrorThenHang(SimulatedGateway):
     """Answers its first authorization with a transient error after ``slow`` seconds and
     hangs on the next ones until they are cancelled."""
 
-    def __init__(self, slow: float) -> None:
+    def __init__(self, slow: float, error: PaymentTransientError | None = None) -> None:
         super().__init__()
         self.slow = slow
+        self.error = error or PaymentTransientError("gateway_error")
         self.cancelled = 0
 
     async def authorize(self, **kwargs: Any) -> GatewayPayment:
         self.calls["authorize"] += 1
         if self.calls["authorize"] == 1:
             await asyncio.sleep(self.slow)
-            raise PaymentTransientError("gateway_error")
+            raise self.error
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
@@ -223,6 +233,16 @@ async def test_a_retry_is_cut_short_at_the_calls_timeout() -> None:
     # has finished, too few to open the breaker.
     assert state(gw) is BreakerState.closed
     assert gauge() == 0
+
+
+async def test_a_5xx_then_a_timeout_leaves_the_outcome_unknown() -> None:
+    inner = SlowErrorThenHang(slow=0.1, error=GatewayServerError("gateway error 500"))
+    gw = resilient(inner, attempts=3, timeout=1.0)
+    with pytest.raises(PaymentUnavailable) as exc_info:
+        await authorize(gw)
+    # The second attempt may still be under way at the gateway: not PaymentErrored.
+    assert type(exc_info.value) is PaymentUnavailable
+    assert (inner.calls["authorize"], inner.cancelled) == (2, 1)
 
 
 async def test_breaker_opens_at_threshold_fails_fast_half_opens_and_closes() -> None:
@@ -318,9 +338,15 @@ async def test_retries_stop_when_the_breaker_opens() -> None:
     with pytest.raises(PaymentUnavailable) as exc_info:
         await authorize(gw, CARD_PROCESSING_ERROR)
     assert inner.calls["authorize"] == 2
-    # The two calls got to the gateway: not "not attempted", though the breaker refused the third.
-    assert type(exc_info.value) is PaymentUnavailable
+    # The two calls got to the gateway: not "not attempted", though the breaker refused the
+    # third; both were answered with a 5xx, so none is under way there.
+    assert type(exc_info.value) is PaymentErrored
     assert isinstance(exc_info.value.__cause__, CircuitOpen)
+    # A look-up of the key goes past the open breaker, once: the gateway holds nothing.
+    assert state(gw) is BreakerState.open
+    assert await look_up(gw, f"key-{_n}") is None
+    assert inner.calls["get_by_idempotency_key"] == 1
+    assert state(gw) is BreakerState.open
 
 
 async def test_failed_trial_reopens() -> None:

@@ -395,3 +395,36 @@ async def merge_guest_cart(session: AsyncSession, request: Request, user: User) 
         await repo.add_to_line(target.id, product_id, quantity)
     await repo.delete(guest.id)
     await session.flush()
+
+
+async def give_back(
+    session: AsyncSession, cart_id: int, units: dict[int, int], *, actor: User | None
+) -> dict[int, int]:
+    """Add ``units`` (per product) to the locked cart's lines, their holds already added
+    to the cart by the caller (a failed payment's). A line fills up to the limit; the
+    holds past it are released, newest first, as in a guest merge. Returns the units
+    released per product."""
+    repo = CartRepository.from_session(session)
+    await session.flush()  # the caller's holds, for release_units to find
+    kept: list[tuple[int, int]] = []
+    released: dict[int, int] = {}
+    # Holds and stock first, lines last: the lock order of every cart change.
+    for product_id in sorted(units):
+        quantity = units[product_id]
+        # With the cart locked only the expiry job can change the line, and only downwards.
+        held = await repo.line_quantity(cart_id, product_id) or 0
+        room = max(schemas.MAX_LINE_QUANTITY - held, 0)
+        if quantity > room:
+            await release_units(
+                session,
+                cart_id=cart_id,
+                product_id=product_id,
+                quantity=quantity - room,
+                actor=actor,
+            )
+            released[product_id], quantity = quantity - room, room
+        if quantity > 0:
+            kept.append((product_id, quantity))
+    for product_id, quantity in kept:
+        await repo.add_to_line(cart_id, product_id, quantity)
+    return released

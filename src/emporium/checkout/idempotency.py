@@ -27,12 +27,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from sqlalchemy import Text, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from valkey.exceptions import ValkeyError
 
 from emporium.kit import jsoncodec
 from emporium.kit.cache import Cache
 from emporium.kit.errors import Conflict, InvalidInput
+from emporium.models import IdempotencyKey
 from emporium.order.repository import Answer, OrderWrites
 
 log = structlog.get_logger(__name__)
@@ -136,6 +138,24 @@ class IdempotencyStore:
     def judge(self, row: dict[str, Any], digest: str) -> StoredResponse:
         """What to answer for a key already claimed: its stored response, or an error."""
         return self._judge(row["request_hash"], row["state"], row["status"], row["body"], digest)
+
+    @staticmethod
+    async def stored(session: AsyncSession, user_id: int, key: str) -> dict[str, Any] | None:
+        """The key's live row in PostgreSQL, shaped for :meth:`judge`; None if unused (or
+        expired: checkout_place takes an expired key over)."""
+        k = IdempotencyKey
+        row = (
+            await session.execute(
+                select(
+                    k.request_hash,
+                    k.state,
+                    k.response_status.label("status"),
+                    # As text, so a replay repeats the stored answer's key order.
+                    cast(k.response_body, Text).label("body"),
+                ).where(k.user_id == user_id, k.key == key, k.expires_at >= func.now())
+            )
+        ).one_or_none()
+        return None if row is None else dict(row._mapping)
 
     @staticmethod
     async def complete(

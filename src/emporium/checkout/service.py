@@ -3,12 +3,16 @@
 1. Create the order in ``pending_payment``: the cart's reservations become its allocations.
 2. Charge at the gateway (authorize and capture in one call), with the order id as the
    gateway's idempotency key.
-3. Mark the order paid and take the stock, or on a decline return the units to the cart.
-A crash between 2 and 3 leaves a ``pending_payment`` order for the reconciler.
+3. Mark the order paid and take the stock, or on a decline (or a charge that certainly
+   did not happen) return the units to the cart. A charge the gateway answered only with
+   server errors is first looked up by its key, once, to know which.
+A crash between 2 and 3, or a charge whose outcome stays unknown, leaves a
+``pending_payment`` order for the reconciler.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +22,7 @@ import structlog
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from emporium.cart.schemas import MAX_LINE_QUANTITY
 from emporium.checkout.batches import CheckoutBatches
 from emporium.checkout.idempotency import IdempotencyStore, StoredResponse
 from emporium.checkout.schemas import CheckoutRequest
@@ -31,18 +36,24 @@ from emporium.order.queries import build, serialize
 from emporium.order.repository import Answer, Capture
 from emporium.order.service import CartEmpty, Checkout, cancelled_during_payment, orders
 from emporium.order.state import OrderStatus
+from emporium.order.tasks import find_charge
 from emporium.payment.errors import PaymentUnavailableError
 from emporium.payment.gateway import (
     Card,
+    GatewayPayment,
     PaymentDeclined,
     PaymentError,
+    PaymentErrored,
     PaymentGateway,
     PaymentNotAttempted,
+    PaymentStatus,
     PaymentUnavailable,
 )
 from emporium.payment.resilience import gateway_retry_after
 
 log = structlog.get_logger(__name__)
+# What a 503 says of the cart when the cart had meanwhile filled a line the units went to.
+FILLED = f"the units went back to the cart, up to {MAX_LINE_QUANTITY} a line"
 
 
 def paid_response(order: Order, items: list[OrderItem], card_last4: str) -> dict[str, Any]:
@@ -70,6 +81,8 @@ class CheckoutService:
     # Placing and paying statements under way at once; the rest ride the next ones.
     place_calls: int = 1
     pay_calls: int = 1
+    # The one look-up of a charge the gateway answered only with errors.
+    lookup_seconds: float = 5.0
     batches: CheckoutBatches = field(init=False)
 
     def __post_init__(self) -> None:
@@ -86,30 +99,25 @@ class CheckoutService:
         replay = None
         try:
             if (wait := gateway_retry_after(self.gateway)) is not None:
-                # Fail fast before touching the cart: its reservations stay intact. An
-                # empty cart is still told so: waiting for the gateway would not help.
-                if not await self._has_lines(user):
-                    raise CartEmpty("the cart is empty")
-                raise PaymentUnavailableError(
-                    "the payment service is unavailable; try again later", retry_after=wait
-                )
-            # One call claims the key and places the order, committing both or neither.
-            checkout = Checkout.now(
-                user,
-                payload["shipping_address"],
-                idempotency_key=key,
-                request_digest=digest,
-                gateway_name=self.gateway.name,
-                card_last4=body.payment.card_number[-4:],
-                reservation_ttl=self.reservation_ttl,
-            )
-            placement = await self.batches.place(checkout)
-            if placement.replay is not None:
-                replay = idem.judge(placement.replay, digest)
+                replay = await self._while_breaker_open(user, key, digest, wait)
             else:
-                assert placement.placed is not None
-                order, gateway_key, items = placement.placed
-                order_id, amount, currency = order.id, order.total, order.currency
+                # One call claims the key and places the order, committing both or neither.
+                checkout = Checkout.now(
+                    user,
+                    payload["shipping_address"],
+                    idempotency_key=key,
+                    request_digest=digest,
+                    gateway_name=self.gateway.name,
+                    card_last4=body.payment.card_number[-4:],
+                    reservation_ttl=self.reservation_ttl,
+                )
+                placement = await self.batches.place(checkout)
+                if placement.replay is not None:
+                    replay = idem.judge(placement.replay, digest)
+                else:
+                    assert placement.placed is not None
+                    order, gateway_key, items = placement.placed
+                    order_id, amount, currency = order.id, order.total, order.currency
         except BaseException:
             if fast.claimed:  # a duplicate must not drop the first request's claim
                 await idem.forget(user.id, key)
@@ -130,31 +138,20 @@ class CheckoutService:
             # Certainly nothing was charged: undo the checkout, as if the breaker had
             # refused it before the order was placed; the same key can be sent again.
             log.warning("checkout.payment_not_attempted", order_id=order_id)
-            try:
-                await self._not_charged(user, key, order_id)
-            except InvalidTransition:
-                response = await self._cancelled_meanwhile(user, key, order_id, None)
-                await idem.remember(user.id, key, digest, response)
-                return response
-            await idem.forget(user.id, key)
-            wait = gateway_retry_after(self.gateway)
-            raise PaymentUnavailableError(
-                "the payment service could not be reached; nothing was charged and the cart"
-                " is as it was",
-                **({} if wait is None else {"retry_after": wait}),
-            ) from None
+            return await self._give_back(user, key, digest, order_id, "could not be reached")
+        except PaymentErrored:
+            # Every attempt was answered with an error, none is under way at the gateway:
+            # what it holds under the key now is the outcome, so ask rather than leave
+            # the buyer to the reconciler.
+            answered, found = await self._look_up(gateway_key, order_id)
+            if answered and found is None:
+                return await self._give_back(user, key, digest, order_id, "failed")
+            if found is None or found.status is not PaymentStatus.captured:
+                return self._unsettled(order_id)
+            charge_id = found.id
         except PaymentUnavailable:
-            # The outcome at the gateway is unknown. The key stays "processing" until the
-            # reconciler settles the order and records the final answer for replays.
-            log.warning("checkout.payment_unavailable", order_id=order_id)
-            return StoredResponse(
-                503,
-                {
-                    "error": "payment_unavailable",
-                    "detail": "the payment service did not answer; the order is settled shortly",
-                    "order_id": order_id,
-                },
-            )
+            # The outcome at the gateway is unknown: a request may still be under way there.
+            return self._unsettled(order_id)
         except PaymentError as exc:
             # A decline, or a request the gateway refuses outright: no charge was made.
             code = exc.code if isinstance(exc, PaymentDeclined) else "processing_error"
@@ -180,6 +177,49 @@ class CheckoutService:
             CHECKOUT_SUCCESS.inc()
         return response
 
+    async def _look_up(self, gateway_key: str, order_id: int) -> tuple[bool, GatewayPayment | None]:
+        """Whether the gateway answered a look-up by the order's key, and the payment it
+        holds under it; one short request, as the reconciler would make later."""
+        try:
+            async with asyncio.timeout(self.lookup_seconds):
+                return True, await find_charge(self.gateway, gateway_key, once=True)
+        except (PaymentError, TimeoutError) as exc:
+            log.warning("checkout.payment_lookup_failed", order_id=order_id, error=repr(exc))
+            return False, None
+
+    @staticmethod
+    def _unsettled(order_id: int) -> StoredResponse:
+        """The outcome at the gateway is unknown. The key stays "processing" until the
+        reconciler settles the order and records the final answer for replays."""
+        log.warning("checkout.payment_unavailable", order_id=order_id)
+        return StoredResponse(
+            503,
+            {
+                "error": "payment_unavailable",
+                "detail": "the payment service did not answer; the order is settled shortly",
+                "order_id": order_id,
+            },
+        )
+
+    async def _give_back(
+        self, user: User, key: str, digest: str, order_id: int, cause: str
+    ) -> StoredResponse:
+        """Nothing was charged: the units go back to the cart and the key is let go, with a
+        503 saying so (raised); or the 409 of an order cancelled meanwhile."""
+        try:
+            released = await self._not_charged(user, key, order_id)
+        except InvalidTransition:
+            response = await self._cancelled_meanwhile(user, key, order_id, None)
+            await self.idempotency.remember(user.id, key, digest, response)
+            return response
+        await self.idempotency.forget(user.id, key)
+        wait = gateway_retry_after(self.gateway)
+        raise PaymentUnavailableError(
+            f"the payment service {cause}; nothing was charged and "
+            + (FILLED if released else "the cart is as it was"),
+            **({} if wait is None else {"retry_after": wait}),
+        )
+
     async def _declined(self, user: User, key: str, order_id: int, code: str) -> StoredResponse:
         """The payment failed: the held units go back to the cart, and the key answers 402."""
         async with UnitOfWork(self.maker) as session:
@@ -196,20 +236,38 @@ class CheckoutService:
             await self.idempotency.complete(session, user.id, key, response, order_id)
         return response
 
-    async def _has_lines(self, user: User) -> bool:
+    async def _while_breaker_open(
+        self, user: User, key: str, digest: str, wait: int
+    ) -> StoredResponse:
+        """The answer while the breaker is open, given before touching the cart (its
+        reservations stay intact).
+
+        A key already used answers as PostgreSQL recorded it: a paid checkout leaves its
+        Valkey marker "processing", or the marker has lapsed, so only PostgreSQL knows.
+        Otherwise an empty cart is told so (waiting for the gateway would not help), and
+        any other cart is told to come back.
+        """
         async with self.maker() as session:
-            found = await session.scalar(
+            stored = await self.idempotency.stored(session, user.id, key)
+            if stored is not None:
+                return self.idempotency.judge(stored, digest)
+            has_lines = await session.scalar(
                 select(CartItem.product_id)
                 .join(Cart, Cart.id == CartItem.cart_id)
                 .where(Cart.user_id == user.id)
                 .limit(1)
             )
-        return found is not None
+        if has_lines is None:
+            raise CartEmpty("the cart is empty")
+        raise PaymentUnavailableError(
+            "the payment service is unavailable; try again later", retry_after=wait
+        )
 
-    async def _not_charged(self, user: User, key: str, order_id: int) -> None:
-        """The held units go back to the cart and the key is let go, in one transaction."""
+    async def _not_charged(self, user: User, key: str, order_id: int) -> dict[int, int]:
+        """The held units go back to the cart and the key is let go, in one transaction;
+        returns the units that did not fit back in their lines (released)."""
         async with UnitOfWork(self.maker) as session:
-            await orders.mark_payment_failed(
+            _, released = await orders.mark_payment_failed(
                 session, order_id, "payment_unavailable", user, self.reservation_ttl
             )
             await session.execute(
@@ -217,6 +275,7 @@ class CheckoutService:
                     IdempotencyKey.user_id == user.id, IdempotencyKey.key == key
                 )
             )
+        return released
 
     async def _cancelled_meanwhile(
         self, user: User, key: str, order_id: int, charge_id: str | None

@@ -12,10 +12,11 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emporium.audit import service as audit
+from emporium.cart.repository import CartRepository
+from emporium.cart.service import give_back
 from emporium.inventory.reservations import (
     RESERVATIONS,
     InsufficientStock,
@@ -28,8 +29,6 @@ from emporium.kit.logging import client_ip, correlation_id
 from emporium.kit.outbox import record_event, written
 from emporium.kit.sql import Sql
 from emporium.models import (
-    Cart,
-    CartItem,
     Order,
     OrderEvent,
     OrderItem,
@@ -404,15 +403,13 @@ class OrderService:
         code: str,
         actor: User | None,
         reservation_ttl: timedelta,
-    ) -> Order:
-        """The held units go back to the buyer's cart so another card can be tried."""
+    ) -> tuple[Order, dict[int, int]]:
+        """The held units go back to the buyer's cart so another card can be tried, each
+        line up to the line limit; also returns the units past it, released per product."""
         order = await self.lock(session, order_id)
         await self._transition(session, order, OrderStatus.payment_failed, actor, note=code)
-        cart = await session.scalar(select(Cart).where(Cart.user_id == order.user_id))
-        if cart is None:
-            cart = Cart(user_id=order.user_id)
-            session.add(cart)
-            await session.flush()
+        # Locked: the room left in each line must not change before the units fill it.
+        cart = await CartRepository.from_session(session).for_user(order.user_id)
         repo = OrderRepository.from_session(session)
         allocations = await repo.allocations(order.id, "held")
         until = datetime.now(UTC) + reservation_ttl
@@ -429,16 +426,7 @@ class OrderService:
             )
             per_product[a.product_id] += a.quantity
             a.state = "returned"
-        for product_id, quantity in per_product.items():
-            stmt = insert(CartItem).values(
-                cart_id=cart.id, product_id=product_id, quantity=quantity
-            )
-            await session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[CartItem.cart_id, CartItem.product_id],
-                    set_={"quantity": CartItem.quantity + stmt.excluded.quantity},
-                )
-            )
+        released = await give_back(session, cart.id, per_product, actor=actor)
         payment = await self.payment(session, order.id)
         if payment is not None:
             payment.status, payment.error_code = "failed", code
@@ -452,7 +440,7 @@ class OrderService:
             new={"code": code},
         )
         await session.flush()
-        return order
+        return order, released
 
     async def cancel(
         self,

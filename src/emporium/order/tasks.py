@@ -26,9 +26,25 @@ from emporium.order.metrics import CHECKOUT_SUCCESS
 from emporium.order.queries import serialize
 from emporium.order.service import orders
 from emporium.order.state import OrderStatus
-from emporium.payment.gateway import PaymentError, PaymentGateway, PaymentStatus
+from emporium.payment.gateway import GatewayPayment, PaymentError, PaymentGateway, PaymentStatus
+from emporium.payment.resilience import look_up
 
 log = structlog.get_logger(__name__)
+
+
+async def find_charge(
+    gateway: PaymentGateway, gateway_key: str, *, once: bool = False
+) -> GatewayPayment | None:
+    """The payment the gateway holds under an order's key, an authorization captured
+    first. ``once``: looked up in one request, even while the breaker is open (a read
+    takes nothing); a capture always goes through the breaker."""
+    if once:
+        charge = await look_up(gateway, gateway_key)
+    else:
+        charge = await gateway.get_by_idempotency_key(gateway_key)
+    if charge is not None and charge.status == PaymentStatus.authorized:
+        charge = await gateway.capture(charge.id)
+    return charge
 
 
 class PaymentReconciler(PeriodicJob):
@@ -67,9 +83,7 @@ class PaymentReconciler(PeriodicJob):
             return [(oid, key) for oid, key in rows.all()]
 
     async def settle(self, order_id: int, gateway_key: str) -> str:
-        charge = await self.gateway.get_by_idempotency_key(gateway_key)
-        if charge is not None and charge.status == PaymentStatus.authorized:
-            charge = await self.gateway.capture(charge.id)
+        charge = await find_charge(self.gateway, gateway_key)
         async with UnitOfWork(self.maker) as session:
             order = await orders.lock(session, order_id)
             if order.status != OrderStatus.pending_payment.value:

@@ -59,12 +59,21 @@ class PaymentNotAttempted(PaymentUnavailable):
     """The gateway cannot be reached, and no attempt got to it: nothing was charged."""
 
 
+class PaymentErrored(PaymentUnavailable):
+    """Every attempt that got to the gateway was answered with a server error: none is
+    still under way there, so the payment under the key, looked up now, is final."""
+
+
 class PaymentTransientError(PaymentError):
     """A processing error, timeout or network fault that a retry may cure."""
 
 
 class GatewayUnreachable(PaymentTransientError):
     """The connection failed before the request was sent."""
+
+
+class GatewayServerError(PaymentTransientError):
+    """The gateway answered with an error of its own (a 5xx): the request is over there."""
 
 
 class PaymentNotFound(PaymentError):

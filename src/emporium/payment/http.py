@@ -11,6 +11,7 @@ import httpx
 from emporium.payment.gateway import (
     Card,
     GatewayPayment,
+    GatewayServerError,
     GatewayUnreachable,
     IdempotencyConflict,
     PaymentDeclined,
@@ -69,8 +70,11 @@ class HttpGateway:
             raise PaymentTransientError(f"gateway timed out: {exc!r}") from exc
         except httpx.TransportError as exc:
             raise PaymentTransientError(f"gateway unreachable: {exc!r}") from exc
-        if response.status_code >= 500:
+        if response.status_code in (502, 504):
+            # A proxy's answer: the gateway behind it may still be at work on the request.
             raise PaymentTransientError(f"gateway error {response.status_code}")
+        if response.status_code >= 500:
+            raise GatewayServerError(f"gateway error {response.status_code}")
         try:
             body: dict[str, Any] = response.json()
         except ValueError as exc:

@@ -32,8 +32,10 @@ from tenacity import (
 from emporium.payment.gateway import (
     Card,
     GatewayPayment,
+    GatewayServerError,
     GatewayUnreachable,
     PaymentError,
+    PaymentErrored,
     PaymentGateway,
     PaymentNotAttempted,
     PaymentTransientError,
@@ -62,9 +64,11 @@ class CircuitOpen(PaymentNotAttempted):
     """Rejected without calling the gateway because the breaker is open."""
 
 
-def _unavailable(op: str, *, reached: bool) -> PaymentUnavailable:
-    kind = PaymentUnavailable if reached else PaymentNotAttempted
-    return kind(f"payment gateway unavailable during {op}")
+def _unavailable(op: str, *, reached: bool, answered: bool = False) -> PaymentUnavailable:
+    """``reached``: an attempt may have got to the gateway; ``answered``: every one that
+    did was answered with a server error, so none is under way there."""
+    kind = PaymentErrored if answered else PaymentUnavailable
+    return (kind if reached else PaymentNotAttempted)(f"payment gateway unavailable during {op}")
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -236,7 +240,11 @@ class ResilientGateway:
             return await self.breaker.call(fn)
         except (PaymentTransientError, TimeoutError) as exc:
             if not retry or self.attempts < 2:
-                raise _unavailable(op, reached=not isinstance(exc, GatewayUnreachable)) from exc
+                raise _unavailable(
+                    op,
+                    reached=not isinstance(exc, GatewayUnreachable),
+                    answered=isinstance(exc, GatewayServerError),
+                ) from exc
             first = exc
         return await self._retry(op, fn, first, deadline)
 
@@ -264,13 +272,17 @@ class ResilientGateway:
         # Whether any attempt may have got to the gateway: only if none did is it certain
         # that nothing was charged.
         reached = not isinstance(first, GatewayUnreachable)
+        # Whether one that got there may still be under way there (it got no answer).
+        in_doubt = reached and not isinstance(first, GatewayServerError)
 
         async def tracked() -> T:
-            nonlocal reached
+            nonlocal reached, in_doubt
             try:
                 return await fn()
             except BaseException as exc:  # a timeout cancels the call mid-request
-                reached = reached or not isinstance(exc, GatewayUnreachable)
+                if not isinstance(exc, GatewayUnreachable):
+                    reached = True
+                    in_doubt = in_doubt or not isinstance(exc, GatewayServerError)
                 raise
 
         try:
@@ -285,10 +297,10 @@ class ResilientGateway:
                         return await self.breaker.call(tracked)
         except CircuitOpen as exc:
             if reached:
-                raise PaymentUnavailable(f"payment gateway unavailable during {op}") from exc
+                raise _unavailable(op, reached=True, answered=not in_doubt) from exc
             raise
         except (PaymentTransientError, TimeoutError) as exc:
-            raise _unavailable(op, reached=reached) from exc
+            raise _unavailable(op, reached=reached, answered=not in_doubt) from exc
         raise PaymentUnavailable(f"payment gateway unavailable during {op}")  # pragma: no cover
 
     async def authorize(
@@ -327,6 +339,23 @@ class ResilientGateway:
         return await self._call(
             "get_by_idempotency_key", lambda: self.inner.get_by_idempotency_key(idempotency_key)
         )
+
+    async def look_up(self, idempotency_key: str) -> GatewayPayment | None:
+        """One read of the payment under the key, let through an open breaker, neither
+        retried nor counted: a read takes no money, and it settles at once a charge the
+        gateway answered only with errors (which may well have opened the breaker). The
+        caller bounds it with a short timeout."""
+        return await self.inner.get_by_idempotency_key(idempotency_key)
+
+
+async def look_up(gateway: PaymentGateway, idempotency_key: str) -> GatewayPayment | None:
+    """``gateway``'s payment under the key, asked once (past the breaker of a
+    ResilientGateway: :meth:`ResilientGateway.look_up`)."""
+    once = getattr(gateway, "look_up", None)
+    if once is None:
+        return await gateway.get_by_idempotency_key(idempotency_key)
+    found: GatewayPayment | None = await once(idempotency_key)
+    return found
 
 
 def gateway_retry_after(gateway: object) -> int | None:

@@ -20,13 +20,13 @@ from cachetools import LRUCache
 from emporium.payment.gateway import (
     Card,
     GatewayPayment,
+    GatewayServerError,
     IdempotencyConflict,
     PaymentDeclined,
     PaymentError,
     PaymentNotFound,
     PaymentStateError,
     PaymentStatus,
-    PaymentTransientError,
 )
 from emporium.payment.ledger import Ledger, MemoryLedger
 
@@ -152,7 +152,7 @@ class SimulatedGateway:
         await asyncio.sleep(self.latency)
         code = card_problem(card, self._today()) or _DECLINES.get(digits)
         if code is None and digits == CARD_PROCESSING_ERROR:
-            raise PaymentTransientError("processing_error")
+            raise GatewayServerError("processing_error")  # before anything is recorded
         if code is None and digits == CARD_HANG:
             # Slow but successful: exactly the case idempotency keys exist for.
             await asyncio.sleep(self.hang_seconds)
