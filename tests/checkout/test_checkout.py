@@ -432,3 +432,40 @@ async def test_bad_credentials_are_answered_before_bad_input(
         assert (r.status_code, r.json()["error"]) == (401, "unauthorized"), path
     assert await cart_state(maker, customer) == before
     assert await count(maker, Order) == 0
+
+
+async def test_an_unreadable_body_answers_400_as_on_every_other_route(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    customer, cable = catalog["user"]["customer"], catalog["product"]["cable"]
+    await fill_cart(maker, customer, {cable: 1})
+    before = await cart_state(maker, customer)
+    unreadable = {
+        "not UTF-8": b'{"product_id": 1, "quantity": 1, "x": "\xff\xfe"}',
+        "nested too deep": b"[" * 100_000 + b"]" * 100_000,
+    }
+    json_type = {"Content-Type": "application/json"}
+    routes = [
+        ("POST", "/checkout", key("k-unreadable")),
+        ("POST", "/cart/items", auth("customer")),
+        # Plain FastAPI routes, for comparison.
+        ("PATCH", f"/cart/items/{cable}", auth("customer")),
+        ("POST", "/auth/login", {}),
+    ]
+    for case, content in unreadable.items():
+        for method, path, headers in routes:
+            r = await client.request(
+                method, f"{API}{path}", content=content, headers=headers | json_type
+            )
+            assert (r.status_code, r.json()) == (
+                400,
+                {"error": "bad_request", "detail": "There was an error parsing the body"},
+            ), (case, path)
+    assert await cart_state(maker, customer) == before
+    assert (await count(maker, Order), charges(app)) == (0, 0)
+    # The key was never used: it places the order.
+    r = await client.post(f"{API}/checkout", json=body(), headers=key("k-unreadable"))
+    assert r.status_code == 201
