@@ -138,6 +138,11 @@ async def test_register_rejects_bad_input_and_changes_nothing(
         ({"email": "not-an-email", "password": PASSWORD}, "email"),
         ({"email": "a@example.com", "password": "nul\x00password"}, "password"),
         ({"email": "a@example.com"}, "password"),
+        # A name is optional, but one given must show something.
+        ({"email": "a@example.com", "password": PASSWORD, "name": "\u200b"}, "name"),
+        ({"email": "a@example.com", "password": PASSWORD, "name": " \ufeff "}, "name"),
+        ({"email": "a@example.com", "password": PASSWORD, "name": ""}, "name"),
+        ({"email": "a@example.com", "password": PASSWORD, "name": "x" * 201}, "name"),
     ]
     for body, field in cases:
         r = await client.post(f"{API}/auth/register", json=body)
@@ -146,6 +151,14 @@ async def test_register_rejects_bad_input_and_changes_nothing(
         assert [d["field"] for d in r.json()["detail"]] == [field]
     r = await client.post(f"{API}/auth/register", json=cases[0][0])
     assert r.json()["detail"][0]["message"] == "String should have at least 8 characters"
+    r = await client.post(f"{API}/auth/register", json=cases[5][0])
+    assert r.json()["detail"] == [
+        {
+            "field": "name",
+            "message": "String should have at least 1 character",
+            "type": "too_short",
+        }
+    ]
     r = await client.post(
         f"{API}/auth/register",
         content=b'{"email": "a@example.com",',
