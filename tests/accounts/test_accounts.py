@@ -4,9 +4,10 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
-from httpx import AsyncClient
+from httpx import ASGITransport, AsyncClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from emporium.audit import service as audit
 from emporium.auth.service import hash_token
@@ -93,6 +94,41 @@ async def test_register_duplicate_email_is_case_insensitive(
     assert await _count(maker, AuditLog) == 1
 
 
+async def test_only_an_ip_address_is_recorded_as_the_clients(
+    app: FastAPI, catalog: dict[str, Any], maker: async_sessionmaker[AsyncSession]
+) -> None:
+    # As served by uvicorn, which trusts X-Forwarded-For from 127.0.0.1 by default.
+    proxied = ProxyHeadersMiddleware(app, trusted_hosts="127.0.0.1")
+    transport = ASGITransport(app=proxied, client=("127.0.0.1", 40000))
+    forwarded = [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:DB8::1", "2001:db8::1"),
+        ("x" * 65, None),
+        ("fe80::1%" + "e" * 40, None),  # an IPv6 zone id makes it too long to be one
+        ("not-an-address", None),
+    ]
+    async with AsyncClient(transport=transport, base_url="http://test") as client:
+        for i, (sent, _) in enumerate(forwarded):
+            r = await client.post(
+                f"{API}/auth/register",
+                json={"email": f"u{i}@example.com", "password": PASSWORD},
+                headers={"X-Forwarded-For": sent},
+            )
+            assert r.status_code == 201, (sent, r.text)
+        r = await client.post(
+            f"{API}/cart/items",
+            json={"product_id": catalog["product"]["cable"], "quantity": 1},
+            headers={**auth("customer"), "X-Forwarded-For": "x" * 65},
+        )
+        assert r.status_code == 200, r.text
+    async with maker() as s:
+        rows = (await s.execute(select(AuditLog.action, AuditLog.ip).order_by(AuditLog.id))).all()
+    assert [tuple(row) for row in rows] == [
+        *(("user.registered", ip) for _, ip in forwarded),
+        ("inventory.reserved", None),
+    ]
+
+
 async def test_register_rejects_bad_input_and_changes_nothing(
     client: AsyncClient, maker: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -102,6 +138,11 @@ async def test_register_rejects_bad_input_and_changes_nothing(
         ({"email": "not-an-email", "password": PASSWORD}, "email"),
         ({"email": "a@example.com", "password": "nul\x00password"}, "password"),
         ({"email": "a@example.com"}, "password"),
+        # A name is optional, but one given must show something.
+        ({"email": "a@example.com", "password": PASSWORD, "name": "\u200b"}, "name"),
+        ({"email": "a@example.com", "password": PASSWORD, "name": " \ufeff "}, "name"),
+        ({"email": "a@example.com", "password": PASSWORD, "name": ""}, "name"),
+        ({"email": "a@example.com", "password": PASSWORD, "name": "x" * 201}, "name"),
     ]
     for body, field in cases:
         r = await client.post(f"{API}/auth/register", json=body)
@@ -110,6 +151,14 @@ async def test_register_rejects_bad_input_and_changes_nothing(
         assert [d["field"] for d in r.json()["detail"]] == [field]
     r = await client.post(f"{API}/auth/register", json=cases[0][0])
     assert r.json()["detail"][0]["message"] == "String should have at least 8 characters"
+    r = await client.post(f"{API}/auth/register", json=cases[5][0])
+    assert r.json()["detail"] == [
+        {
+            "field": "name",
+            "message": "String should have at least 1 character",
+            "type": "too_short",
+        }
+    ]
     r = await client.post(
         f"{API}/auth/register",
         content=b'{"email": "a@example.com",',

@@ -148,6 +148,10 @@ async def test_create_rejections_exit_2_and_change_nothing(
             ("x@example.com", "--password", PASSWORD, "--role", "admin", "--seller-id", "1"),
             "Error: only sellers belong to a seller",
         ),
+        (
+            ("x@example.com", "--password", PASSWORD, "--role", "admin", "--name", "\u200b "),
+            "Error: name: String should have at least 1 character\n",
+        ),
     ]
     for args, message in cases:
         r = run_cli(settings, *args)

@@ -14,6 +14,7 @@ from emporium.models import AuditLog, Order, OutboxEvent
 from tests.checkout.helpers import (
     ADDRESS,
     DECLINED,
+    VISA,
     body,
     cart_state,
     charges,
@@ -141,12 +142,79 @@ async def test_checkout_rejections(
     assert (r.status_code, r.json()["error"]) == (409, "cart_empty")
     bad = body({"card_number": "42", "exp": "13/30", "cvc": "1"})
     r = await client.post(f"{API}/checkout", json=bad, headers=key("k-6"))
-    assert r.status_code == 422
+    assert (r.status_code, r.json()["detail"]) == (
+        422,
+        [
+            {
+                "field": "payment.card_number",
+                "message": "card number must be 12–19 digits",
+                "type": "card_number_invalid",
+            },
+            {
+                "field": "payment.exp",
+                "message": "expiry must be a month and year, as MM/YY or MM/YYYY",
+                "type": "card_expiry_invalid",
+            },
+            {
+                "field": "payment.cvc",
+                "message": "CVC must be 3 or 4 digits",
+                "type": "card_cvc_invalid",
+            },
+        ],
+    )
     # The key of a request that changed nothing can be used again.
     await fill_cart(maker, catalog["user"]["customer"], {catalog["product"]["cable"]: 1})
     r = await client.post(f"{API}/checkout", json=body(), headers=key("k-5"))
     assert r.status_code == 201
     assert await count(maker, Order) == 1
+
+
+async def test_a_card_is_read_as_it_is_printed(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    cable, customer = catalog["product"]["cable"], catalog["user"]["customer"]
+    await fill_cart(maker, customer, {cable: 1})
+    refused = [
+        ("card_number", "4242.4242.4242.4242", "card_number_invalid"),
+        ("card_number", "4242 4242 4242 4242 4242", "card_number_invalid"),
+        ("card_number", "４２４２４２４２４２４２４２４２", "card_number_invalid"),
+        ("exp", "0/30", "card_expiry_invalid"),
+        ("exp", "13/30", "card_expiry_invalid"),
+        ("exp", "1/3", "card_expiry_invalid"),
+        ("exp", "12-30", "card_expiry_invalid"),
+        ("cvc", "12 3", "card_cvc_invalid"),
+    ]
+    for i, (field, value, kind) in enumerate(refused):
+        r = await client.post(
+            f"{API}/checkout", json=body({**VISA, field: value}), headers=key(f"bad-{i}")
+        )
+        assert r.status_code == 422, (field, value)
+        assert [(d["field"], d["type"]) for d in r.json()["detail"]] == [(f"payment.{field}", kind)]
+    assert (await count(maker, Order), charges(app)) == (0, 0)
+    assert await cart_state(maker, customer) == {"lines": {cable: 1}, "reserved": {cable: 1}}
+    typed = [
+        {"card_number": "4242 4242 4242 4242", "exp": "12/30"},
+        {"card_number": "4242-4242-4242-4242", "exp": "1/30"},
+        {"card_number": " 4242 4242-4242 4242 ", "exp": " 01/2030 "},
+        {"card_number": "4242424242424242", "exp": "1/2030"},
+    ]
+    for i, card in enumerate(typed):
+        if i:
+            await fill_cart(maker, customer, {cable: 1})
+        r = await client.post(
+            f"{API}/checkout", json=body({**VISA, **card}), headers=key(f"ok-{i}")
+        )
+        assert r.status_code == 201, (card, r.text)
+        assert r.json()["payment"] == {
+            "status": "captured",
+            "amount": "12.99",
+            "card_last4": "4242",
+            "error_code": None,
+        }
+    assert (await count(maker, Order), charges(app)) == (4, 4)
 
 
 async def test_the_country_must_be_an_iso_code(
@@ -187,9 +255,25 @@ async def test_blank_required_address_fields_are_refused_like_empty_ones(
         r = await client.post(f"{API}/checkout", json=bad, headers=key(f"b-{i}"))
         assert r.status_code == 422, (field, r.text)
         assert r.json()["error"] == "invalid_input"
-        assert [(d["field"], d["type"]) for d in r.json()["detail"]] == [
-            (f"shipping_address.{field}", "too_short")
+        assert r.json()["detail"] == [
+            {
+                "field": f"shipping_address.{field}",
+                "message": "String should have at least 1 character",
+                "type": "too_short",
+            }
         ]
+    long = {**body(), "shipping_address": {**ADDRESS, "postal_code": " " + "9" * 21}}
+    r = await client.post(f"{API}/checkout", json=long, headers=key("b-long"))
+    assert (r.status_code, r.json()["detail"]) == (
+        422,
+        [
+            {
+                "field": "shipping_address.postal_code",
+                "message": "String should have at most 20 characters",
+                "type": "too_long",
+            }
+        ],
+    )
     all_blank = {**body(), "shipping_address": {**ADDRESS, **blank}}
     r = await client.post(f"{API}/checkout", json=all_blank, headers=key("b-all"))
     assert r.status_code == 422
@@ -432,3 +516,40 @@ async def test_bad_credentials_are_answered_before_bad_input(
         assert (r.status_code, r.json()["error"]) == (401, "unauthorized"), path
     assert await cart_state(maker, customer) == before
     assert await count(maker, Order) == 0
+
+
+async def test_an_unreadable_body_answers_400_as_on_every_other_route(
+    app: FastAPI,
+    client: AsyncClient,
+    catalog: dict[str, Any],
+    maker: async_sessionmaker[AsyncSession],
+) -> None:
+    customer, cable = catalog["user"]["customer"], catalog["product"]["cable"]
+    await fill_cart(maker, customer, {cable: 1})
+    before = await cart_state(maker, customer)
+    unreadable = {
+        "not UTF-8": b'{"product_id": 1, "quantity": 1, "x": "\xff\xfe"}',
+        "nested too deep": b"[" * 100_000 + b"]" * 100_000,
+    }
+    json_type = {"Content-Type": "application/json"}
+    routes = [
+        ("POST", "/checkout", key("k-unreadable")),
+        ("POST", "/cart/items", auth("customer")),
+        # Plain FastAPI routes, for comparison.
+        ("PATCH", f"/cart/items/{cable}", auth("customer")),
+        ("POST", "/auth/login", {}),
+    ]
+    for case, content in unreadable.items():
+        for method, path, headers in routes:
+            r = await client.request(
+                method, f"{API}{path}", content=content, headers=headers | json_type
+            )
+            assert (r.status_code, r.json()) == (
+                400,
+                {"error": "bad_request", "detail": "There was an error parsing the body"},
+            ), (case, path)
+    assert await cart_state(maker, customer) == before
+    assert (await count(maker, Order), charges(app)) == (0, 0)
+    # The key was never used: it places the order.
+    r = await client.post(f"{API}/checkout", json=body(), headers=key("k-unreadable"))
+    assert r.status_code == 201

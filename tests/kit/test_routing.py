@@ -62,6 +62,20 @@ CASES: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     (
+        "unreadable: not UTF-8",
+        {
+            "content": b'{"product_id": 3, "quantity": 2, "x": "\xff\xfe"}',
+            "headers": {"Idempotency-Key": "k1", "Content-Type": "application/json"},
+        },
+    ),
+    (
+        "unreadable: nested too deep",
+        {
+            "content": b"[" * 100_000 + b"]" * 100_000,
+            "headers": {"Idempotency-Key": "k1", "Content-Type": "application/json"},
+        },
+    ),
+    (
         "wrong types",
         {"json": {"product_id": "3", "quantity": 0}, "headers": {"Idempotency-Key": "k"}},
     ),
@@ -115,6 +129,12 @@ async def test_a_direct_route_answers_as_fastapi_does(
     assert direct.text == plain.text.replace("/plain", "/direct")
     if case.startswith("valid"):
         assert direct.status_code == 200
+    elif case.startswith("unreadable"):
+        assert direct.json() == {
+            "error": "bad_request",
+            "detail": "There was an error parsing the body",
+        }
+        assert direct.status_code == 400
     else:
         assert direct.status_code == 422
 

@@ -10,6 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 from emporium.accounts import schemas
 from emporium.config import Settings, get_settings
 from emporium.kit.errors import AppError
+from emporium.kit.schemas import error_message
 from emporium.models import Role
 
 T = TypeVar("T")
@@ -25,7 +26,7 @@ def _valid(label: str, adapter: TypeAdapter[str], value: str) -> str:
     try:
         return adapter.validate_python(value)
     except ValidationError as exc:
-        raise _fail(f"{label}: {exc.errors()[0]['msg']}") from exc
+        raise _fail(f"{label}: {error_message(exc.errors()[0])}") from exc
 
 
 def _fail(message: str) -> typer.Exit:
@@ -85,13 +86,13 @@ def create(
     seller_id: Annotated[
         int | None, typer.Option(min=1, help="Seller the account acts for (seller role)")
     ] = None,
-    name: Annotated[str, typer.Option(help="Display name")] = "",
+    name: Annotated[str | None, typer.Option(help="Display name")] = None,
 ) -> None:
     """Create an account (for example the first admin) and print its id."""
     email = _valid("email", _email, email)
     password = _valid("password", _password, password)
-    name = _valid("name", _name, name)
-    typer.echo(_run(lambda settings: _create(settings, email, password, role, name, seller_id)))
+    shown = "" if name is None else _valid("name", _name, name)
+    typer.echo(_run(lambda settings: _create(settings, email, password, role, shown, seller_id)))
 
 
 async def _reset(settings: Settings, email: str, password: str) -> int:

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, StringConstraints
 
-from emporium.kit.schemas import Schema, reject_nul
+from emporium.kit.schemas import Schema, TrimmedStr, reject_nul
 
 MAX_EMAIL_LENGTH = 320
 PASSWORD_MIN, PASSWORD_MAX = 8, 256
@@ -32,9 +32,8 @@ NewPassword = Annotated[
     StringConstraints(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX),
     AfterValidator(reject_nul),
 ]
-Name = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(reject_nul)
-]
+# Optional, but a name given must show something: "   " and "\u200b" are refused like "".
+Name = Annotated[TrimmedStr, StringConstraints(min_length=1, max_length=200)]
 
 
 class RegisterRequest(Schema):

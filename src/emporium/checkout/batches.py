@@ -20,6 +20,7 @@ import structlog
 from emporium.kit.db import transaction
 from emporium.kit.gate import Gate, shared_call
 from emporium.models import Order
+from emporium.order.errors import OrderTotalTooLarge
 from emporium.order.metrics import CHECKOUT_BATCH
 from emporium.order.repository import Capture
 from emporium.order.service import Checkout, Placement, orders
@@ -61,8 +62,13 @@ class CheckoutBatches:
             await self.pay_one(capture)
 
     async def place_one(self, checkout: Checkout) -> Placement:
-        async with transaction(self.pool, single=True) as db:
-            return await orders.place(db, checkout)
+        try:
+            async with transaction(self.pool, single=True) as db:
+                return await orders.place(db, checkout)
+        except asyncpg.NumericValueOutOfRangeError:
+            # Prices and quantities are bounded, their sums are not: a line or order total
+            # past numeric(14, 2). Nothing was written: the cart and its holds are intact.
+            raise OrderTotalTooLarge() from None
 
     async def pay_one(self, capture: Capture) -> Order:
         async def call() -> list[Order]:

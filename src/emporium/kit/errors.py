@@ -13,6 +13,8 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from emporium.kit.schemas import error_message
+
 log = structlog.get_logger(__name__)
 
 
@@ -106,7 +108,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
         {
             # A JSON syntax error's location is a character offset, not a field.
             "field": "body" if e.get("type") == "json_invalid" else _loc(tuple(e.get("loc", ()))),
-            "message": e.get("msg"),
+            "message": error_message(e),
             "type": e.get("type"),
         }
         for e in errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import sys
 import uuid
@@ -59,6 +60,24 @@ def _valid(value: str) -> bool:
     return 0 < len(value) <= 100 and value.isprintable()
 
 
+def _address(client: tuple[str, int] | None) -> str | None:
+    """The client's IP address, or None when the server gave none or not one.
+
+    Behind a trusted proxy uvicorn puts the ``X-Forwarded-For`` entry here in place of
+    the peer, unchecked: any text a client sent. The peer was the proxy, not the client,
+    so nothing better is known; no address beats a wrong one or one too long to store."""
+    if client is None:
+        return None
+    host = str(client[0])
+    # 45: the longest IPv6 text; a zone id ("%eth0") could be any length.
+    if len(host) > 45:
+        return None
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
 class CorrelationIdMiddleware:
     """Takes ``X-Correlation-ID`` from the request (or makes one) and echoes it back."""
 
@@ -76,8 +95,7 @@ class CorrelationIdMiddleware:
                 break
         cid = incoming if _valid(incoming) else uuid.uuid4().hex
         token = correlation_id.set(cid)
-        client = scope.get("client")
-        ip_token = client_ip.set(str(client[0]) if client else None)
+        ip_token = client_ip.set(_address(scope.get("client")))
         structlog.contextvars.bind_contextvars(correlation_id=cid)
 
         async def send_with_header(message: Message) -> None:

@@ -32,6 +32,7 @@ from fastapi.dependencies.utils import request_body_to_args, request_params_to_a
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic_core import PydanticUndefined
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
@@ -131,6 +132,9 @@ class DirectRoute(APIRoute):
                     "ctx": {"error": exc.msg},
                 }
                 raise RequestValidationError([error], body=exc.doc) from exc
+            except Exception as exc:
+                # Bytes that are not UTF-8, nesting too deep to parse: FastAPI's answer.
+                raise HTTPException(400, "There was an error parsing the body") from exc
             found, wrong = await request_body_to_args(body_fields, body, embed)
             values.update(found)
             errors.extend(wrong)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
@@ -38,6 +39,23 @@ CleanStr = Annotated[str, AfterValidator(reject_nul)]
 # Stack length limits on this to check them on the trimmed text: trimming runs before the
 # str schema, so min_length=1 refuses "   " and "\u200b" as it refuses "".
 TrimmedStr = Annotated[str, BeforeValidator(trim), AfterValidator(reject_nul)]
+
+
+def error_message(error: Mapping[str, Any]) -> str:
+    """A validation error's message, worded for a string where pydantic words it for any
+    value: the limits stacked on ``TrimmedStr`` run after its validators, so a blank name
+    would read "Value should have at least 1 item after validation, not 0"."""
+    ctx = error.get("ctx") or {}
+    kind = error.get("type")
+    if (
+        kind in ("too_short", "too_long")
+        and ctx.get("field_type") == "Value"
+        and isinstance(error.get("input"), str)
+    ):
+        limit = ctx["min_length" if kind == "too_short" else "max_length"]
+        bound = "at least" if kind == "too_short" else "at most"
+        return f"String should have {bound} {limit} character{'' if limit == 1 else 's'}"
+    return str(error.get("msg", ""))
 
 
 class Schema(BaseModel):
