@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from emporium.auth.service import hash_token
 from emporium.inventory.reservations import reserve
 from emporium.models import Cart, CartItem, Order, Reservation, Stock, User
+from emporium.payment.gateway import PaymentNotAttempted
 from emporium.payment.ledger import PREFIX
 from tests.fixtures import auth
 
@@ -147,3 +149,24 @@ async def add_buyers(maker: async_sessionmaker[AsyncSession], n: int) -> dict[st
             )
             tokens[f"buyer{i}@example.com"] = f"token-{i}"
     return tokens
+
+
+class HeldGateway:
+    """A gateway whose charges are answered only once ``release`` is set: with a
+    refusal before reaching the gateway if ``unreachable``, else by the gateway."""
+
+    def __init__(self, inner: Any, *, unreachable: bool = False) -> None:
+        self.inner = inner
+        self.unreachable = unreachable
+        self.charging = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def charge(self, **kwargs: Any) -> Any:
+        self.charging.set()
+        await self.release.wait()
+        if self.unreachable:
+            raise PaymentNotAttempted("connection refused")
+        return await self.inner.charge(**kwargs)

@@ -29,6 +29,7 @@ from emporium.payment.simulated import SimulatedGateway
 from tests.checkout.helpers import (
     DECLINED,
     VISA,
+    HeldGateway,
     body,
     cart_state,
     charges,
@@ -124,23 +125,6 @@ async def test_a_charge_the_gateway_refuses_outright_fails_the_payment_with_402(
     await refusing.aclose()
 
 
-class _Held:
-    """A gateway whose charges are answered only once ``release`` is set."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.charging = asyncio.Event()
-        self.release = asyncio.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def charge(self, **kwargs: Any) -> Any:
-        self.charging.set()
-        await self.release.wait()
-        return await self.inner.charge(**kwargs)
-
-
 async def _pending_order(maker: async_sessionmaker[AsyncSession]) -> int:
     async with maker() as s:
         found = await s.scalar(text("SELECT id FROM orders WHERE status = 'pending_payment'"))
@@ -164,7 +148,7 @@ async def test_an_order_cancelled_while_its_card_is_charged_answers_409_for_good
     payment: tuple[str, str],
     gateway_after: list[tuple[Any, ...]],
 ) -> None:
-    held = _Held(app.state.checkout.gateway)
+    held = HeldGateway(app.state.checkout.gateway)
     use_gateway(app, held)
     cable = catalog["product"]["cable"]
     user = catalog["user"]["customer"]

@@ -14,7 +14,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from emporium.models import AuditLog, OutboxEvent
-from emporium.payment.gateway import PaymentNotAttempted
 from tests.cart import (
     ITEMS,
     assert_reserved_matches,
@@ -23,31 +22,18 @@ from tests.cart import (
     reservation_rows,
     stock_rows,
 )
-from tests.checkout.helpers import DECLINED, VISA, body, charges, fill_cart, use_gateway
+from tests.checkout.helpers import (
+    DECLINED,
+    VISA,
+    HeldGateway,
+    body,
+    charges,
+    fill_cart,
+    use_gateway,
+)
 from tests.fixtures import auth
 
 API = "/api/v1"
-
-
-class _Held:
-    """A gateway whose charges are answered only once ``release`` is set: with a
-    refusal before reaching the gateway if ``unreachable``, else by the gateway."""
-
-    def __init__(self, inner: Any, *, unreachable: bool) -> None:
-        self.inner = inner
-        self.unreachable = unreachable
-        self.charging = asyncio.Event()
-        self.release = asyncio.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def charge(self, **kwargs: Any) -> Any:
-        self.charging.set()
-        await self.release.wait()
-        if self.unreachable:
-            raise PaymentNotAttempted("connection refused")
-        return await self.inner.charge(**kwargs)
 
 
 def _released() -> float:
@@ -78,7 +64,7 @@ async def test_units_of_a_failed_payment_fill_the_line_up_to_the_limit(
     w1, w2 = catalog["warehouse"]["W1"], catalog["warehouse"]["W2"]
     await execute(maker, "UPDATE stock SET quantity = 2500 WHERE product_id = :p", p=cable)
     cart_id = await fill_cart(maker, customer, {cable: 1000})  # all from W1
-    held = _Held(app.state.checkout.gateway, unreachable=unreachable)
+    held = HeldGateway(app.state.checkout.gateway, unreachable=unreachable)
     use_gateway(app, held)
     headers = {**auth("customer"), "Idempotency-Key": "full-1"}
     checkout = asyncio.create_task(client.post(f"{API}/checkout", json=body(card), headers=headers))
